@@ -1,0 +1,160 @@
+"""Settings for the chat site, every value read from the environment.
+
+The defaults are those of a local run on a developer machine (Postgres and Redis
+on 127.0.0.1). ``docker-compose.yml`` and ``.env.example`` set the same names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from chatsite.env import (
+    check_redis_url,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+_DEV_SECRET_KEY = "django-insecure-local-development-key-do-not-use-in-production"  # noqa: S105
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (production)."
+        )
+    SECRET_KEY = _DEV_SECRET_KEY
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "messages_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "chatsite.asgi.application"
+
+DATABASES = {
+    "default": parse_database_url(
+        env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat")
+    )
+}
+# Short-lived transactions from many threads: keep connections open between
+# requests/flushes, and check them before reuse so a restarted Postgres heals.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+AUTH_USER_MODEL = "messages_app.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Celery broker and the channel layer -----------------------------
+REDIS_URL = check_redis_url(env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))
+CHANNEL_LAYERS = {
+    "default": {
+        # The pub/sub layer keeps one Redis subscription per group per process and
+        # fans out in memory; RedisChannelLayer silently drops group messages to a
+        # channel at capacity, which a fast stream reaches (CONVENTIONS.md).
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": env_str("CHANNEL_LAYER_PREFIX", "chat"),
+        },
+    }
+}
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_QUEUE", "chat")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A reply is a long I/O-bound task: acknowledge it only when it ends, so a worker
+# that dies mid-stream leaves it to be redelivered; take one at a time per slot.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# --- The assistant ----------------------------------------------------------
+GRANULARITIES = ("token", "word", "sentence")
+GPT_STREAM_GRANULARITY = env_choice("GPT_STREAM_GRANULARITY", "word", GRANULARITIES)
+OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "")
+OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
+# Seconds without a byte from the model before the stream counts as stalled.
+GPT_TOKEN_TIMEOUT = env_float("GPT_TOKEN_TIMEOUT", 30.0, minimum=0.1)
+# Retries of the request (429, 5xx, connection errors) before the first token.
+GPT_MAX_RETRIES = env_int("GPT_MAX_RETRIES", 3, minimum=0, maximum=10)
+GPT_CONTEXT_MESSAGES = env_int("GPT_CONTEXT_MESSAGES", 30, minimum=1, maximum=500)
+GPT_CONTEXT_CHARS = env_int("GPT_CONTEXT_CHARS", 24000, minimum=500)
+
+# --- Chat -------------------------------------------------------------------
+CHAT_SNAPSHOT_SIZE = env_int("CHAT_SNAPSHOT_SIZE", 50, minimum=1, maximum=1000)
+CHAT_MAX_BODY_LENGTH = env_int("CHAT_MAX_BODY_LENGTH", 4000, minimum=1, maximum=100000)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+# With neither OPENAI_API_KEY nor OPENAI_BASE_URL, replies come from the
+# project's demo model server (python -m worker.demo_llm), labelled "demo".
+GPT_DEMO_BASE_URL = env_str("GPT_DEMO_BASE_URL", "http://127.0.0.1:8001/v1")

@@ -1,0 +1,135 @@
+"""Rooms and their messages. The Message row is the single source of truth.
+
+Rows are written only by ``messages_app.services``; see DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models import Q
+
+
+class User(AbstractUser):
+    display_name = models.CharField(max_length=64, blank=True)
+
+    def get_display_name(self) -> str:
+        return self.display_name or self.get_username()
+
+
+class Granularity(models.TextChoices):
+    DEFAULT = "", "site default"
+    TOKEN = "token", "every token"
+    WORD = "word", "every word"
+    SENTENCE = "sentence", "every sentence"
+
+
+class Room(models.Model):
+    name = models.CharField(max_length=80)
+    slug = models.SlugField(max_length=80, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    granularity = models.CharField(
+        max_length=16,
+        choices=Granularity.choices,
+        blank=True,
+        default=Granularity.DEFAULT,
+        help_text="How often a streaming reply is written and shown; blank uses "
+        "GPT_STREAM_GRANULARITY.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_granularity(self) -> str:
+        return self.granularity or settings.GPT_STREAM_GRANULARITY
+
+
+class Role(models.TextChoices):
+    USER = "user", "user"
+    ASSISTANT = "assistant", "assistant"
+
+
+class Status(models.TextChoices):
+    DONE = "done", "done"
+    PENDING = "pending", "pending"
+    STREAMING = "streaming", "streaming"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+OPEN_STATUSES = (Status.PENDING, Status.STREAMING)
+
+
+class Message(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
+    body = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
+    version = models.PositiveIntegerField(default=1)
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
+    )
+    client_id = models.UUIDField(null=True, blank=True)
+    # The attempt that owns a streaming reply; every write of the worker names it.
+    attempt = models.UUIDField(null=True, blank=True, editable=False)
+    model = models.CharField(max_length=128, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # The room timeline: newest N of a room, in order.
+            models.Index(fields=["room", "-id"], name="message_room_timeline"),
+            # The watchdog: open replies by their last write.
+            models.Index(
+                fields=["updated_at"],
+                name="message_open_by_last_write",
+                condition=Q(status__in=["pending", "streaming"]),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["author", "client_id"],
+                condition=Q(client_id__isnull=False),
+                name="message_unique_client_id_per_author",
+            ),
+            models.CheckConstraint(
+                condition=~Q(role="assistant") | Q(author__isnull=True),
+                name="message_assistant_has_no_author",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in Status]), name="message_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=[r.value for r in Role]), name="message_role_valid"
+            ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="message_version_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.role} in {self.room_id}: {self.body[:40]}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES

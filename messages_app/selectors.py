@@ -1,0 +1,92 @@
+"""Reads, and the one serialisation of a message used everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Max, Q, QuerySet
+
+from messages_app.models import Message, Role, Room, Status
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def message_payload(message: Message) -> dict[str, Any]:
+    """The JSON form of a message: snapshot, broadcast, HTML page and tests alike.
+
+    Expects ``room`` and ``author`` loaded (``select_related``) to avoid queries.
+    """
+    author = message.author
+    return {
+        "id": message.pk,
+        "room": message.room.slug,
+        "author": author.get_display_name() if author is not None else None,
+        "role": message.role,
+        "body": message.body,
+        "status": message.status,
+        "version": message.version,
+        "reply_to": message.reply_to_id,
+        "client_id": str(message.client_id) if message.client_id else None,
+        "model": message.model,
+        "error": message.error if message.status == Status.FAILED else "",
+        "usage": {
+            "prompt_tokens": message.prompt_tokens,
+            "completion_tokens": message.completion_tokens,
+            "total_tokens": message.total_tokens,
+        },
+        "created_at": _iso(message.created_at),
+        "updated_at": _iso(message.updated_at),
+        "finished_at": _iso(message.finished_at),
+    }
+
+
+def message_get(*, message_id: int) -> Message:
+    return Message.objects.select_related("room", "author").get(pk=message_id)
+
+
+def room_message_list(*, room: Room, limit: int | None = None) -> list[Message]:
+    """The newest ``limit`` messages of the room, oldest first."""
+    limit = limit or settings.CHAT_SNAPSHOT_SIZE
+    newest = list(
+        Message.objects.filter(room=room).select_related("room", "author").order_by("-id")[:limit]
+    )
+    newest.reverse()
+    return newest
+
+
+def room_snapshot(*, room: Room, limit: int | None = None) -> list[dict[str, Any]]:
+    return [message_payload(m) for m in room_message_list(room=room, limit=limit)]
+
+
+def room_list() -> QuerySet[Room]:
+    """Rooms with ``last_activity`` (their newest message, or creation), most recent first."""
+    return Room.objects.annotate(last_message_at=Max("messages__created_at")).order_by(
+        "-last_message_at", "-created_at"
+    )
+
+
+def reply_context_messages(*, reply: Message, limit: int, max_chars: int) -> list[Message]:
+    """The room's messages the model sees for ``reply``: newest first cut to the budget.
+
+    Everything before the placeholder that has text, except replies that are not
+    done (partial, failed or cancelled text), oldest first.
+    """
+    candidates = (
+        Message.objects.filter(room_id=reply.room_id, id__lt=reply.pk)
+        .exclude(body="")
+        .exclude(Q(role=Role.ASSISTANT) & ~Q(status=Status.DONE))
+        .select_related("author")
+        .order_by("-id")[:limit]
+    )
+    chosen: list[Message] = []
+    used = 0
+    for message in candidates:
+        used += len(message.body)
+        if chosen and used > max_chars:
+            break
+        chosen.append(message)
+    chosen.reverse()
+    return chosen

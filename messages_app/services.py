@@ -1,0 +1,339 @@
+"""Every write of a Room or Message row, each followed by its broadcast on commit.
+
+Consumers, views, admin actions and tasks call these; none of them saves a
+message or sends to a group on its own (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.text import slugify
+
+from messages_app import events
+from messages_app.models import OPEN_STATUSES, Message, Role, Room, Status, User
+from messages_app.selectors import message_get, message_payload
+
+# ``@gpt`` as a word of its own: not inside an address (me@gpt.com), a longer
+# handle (@gpt4, @gpt-bot) or a domain (@gpt.com); any case.
+MENTION_RE = re.compile(r"(?<![\w@.+-])@gpt(?![\w-]|\.\w)", re.IGNORECASE)
+_CONTROL_CHARS = {chr(c) for c in range(32) if chr(c) not in "\n\t"} | {"\x7f"}
+
+
+class ClientError(Exception):
+    """A request the caller got wrong; ``code`` is stable, ``detail`` is for people."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class PostResult:
+    message: Message
+    reply: Message | None
+    created: bool
+
+
+def mentions_gpt(body: str) -> bool:
+    return MENTION_RE.search(body) is not None
+
+
+def clean_text(text: str) -> str:
+    """Text as it can be stored: NUL and other control characters dropped.
+
+    Postgres refuses NUL in text; the others are invisible and only confuse.
+    Newlines and tabs stay; CRLF becomes LF.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if any(ch in _CONTROL_CHARS for ch in text):
+        text = "".join(ch for ch in text if ch not in _CONTROL_CHARS)
+    return text
+
+
+def _clean_body(body: Any) -> str:
+    if not isinstance(body, str):
+        raise ClientError("invalid_body", "The message body must be a string.")
+    body = unicodedata.normalize("NFC", clean_text(body))
+    if not body.strip():
+        raise ClientError("empty_body", "The message is empty.")
+    limit = settings.CHAT_MAX_BODY_LENGTH
+    if len(body) > limit:
+        raise ClientError(
+            "body_too_long", f"The message is {len(body)} characters; the limit is {limit}."
+        )
+    return body
+
+
+def _broadcast_row(message: Message) -> None:
+    """Send the row as it is now to its room once the transaction commits."""
+    event = events.message_event(message_payload(message))
+    room_id = message.room_id
+    transaction.on_commit(lambda: events.send_to_room(room_id, event))
+
+
+def _enqueue_reply(message_id: int) -> None:
+    from chatsite.celery import app  # the Celery app; imported late to keep models importable
+
+    transaction.on_commit(lambda: app.send_task("worker.tasks.stream_reply", args=[message_id]))
+
+
+# --- rooms --------------------------------------------------------------------
+
+
+@transaction.atomic
+def room_create(
+    *, name: str, created_by: User | None, slug: str = "", granularity: str = ""
+) -> Room:
+    name = " ".join(clean_text(name if isinstance(name, str) else "").split())
+    if not name:
+        raise ClientError("invalid_name", "A room needs a name.")
+    max_name = Room._meta.get_field("name").max_length
+    if len(name) > max_name:
+        raise ClientError("name_too_long", f"A room name is at most {max_name} characters.")
+    if granularity not in ("", *settings.GRANULARITIES):
+        raise ClientError("invalid_granularity", f"Unknown granularity {granularity!r}.")
+    max_slug = Room._meta.get_field("slug").max_length
+    base = slugify(slug or name)[:max_slug].strip("-")
+    if not base:
+        raise ClientError("invalid_slug", "The room name needs letters or digits for its address.")
+    if slug and base != slug:
+        raise ClientError(
+            "invalid_slug", "An address may only hold lowercase letters, digits and hyphens."
+        )
+    candidate, n = base, 1
+    while Room.objects.filter(slug=candidate).exists():
+        if slug:
+            raise ClientError("slug_taken", f"The address {slug!r} is taken.")
+        n += 1
+        suffix = f"-{n}"
+        candidate = base[: max_slug - len(suffix)] + suffix
+    return Room.objects.create(
+        name=name, slug=candidate, created_by=created_by, granularity=granularity
+    )
+
+
+# --- posting ------------------------------------------------------------------
+
+
+def message_post(
+    *, room: Room, author: User, body: Any, client_id: uuid.UUID | str | None = None
+) -> PostResult:
+    """Store a user's message, and a pending @gpt placeholder if it mentions @gpt.
+
+    The same ``client_id`` from the same author returns the stored message
+    (a resend after a reconnect) and stores nothing.
+    """
+    body = _clean_body(body)
+    if client_id is not None and not isinstance(client_id, uuid.UUID):
+        try:
+            client_id = uuid.UUID(str(client_id))
+        except ValueError:
+            raise ClientError("invalid_client_id", "client_id must be a UUID.") from None
+    try:
+        return _message_post(room=room, author=author, body=body, client_id=client_id)
+    except IntegrityError:
+        # A concurrent resend of the same client_id won the race: return its row.
+        if client_id is None:
+            raise
+        return _existing_post(author=author, client_id=client_id)
+
+
+def _existing_post(*, author: User, client_id: uuid.UUID) -> PostResult:
+    message = Message.objects.select_related("room", "author").get(
+        author=author, client_id=client_id
+    )
+    reply = message.replies.select_related("room").order_by("id").first()
+    return PostResult(message=message, reply=reply, created=False)
+
+
+@transaction.atomic
+def _message_post(
+    *, room: Room, author: User, body: str, client_id: uuid.UUID | None
+) -> PostResult:
+    if (
+        client_id is not None
+        and Message.objects.filter(author=author, client_id=client_id).exists()
+    ):
+        return _existing_post(author=author, client_id=client_id)
+    message = Message.objects.create(
+        room=room, author=author, role=Role.USER, body=body, client_id=client_id
+    )
+    _broadcast_row(message)
+    reply = None
+    if mentions_gpt(body):
+        reply = Message.objects.create(
+            room=room, role=Role.ASSISTANT, status=Status.PENDING, reply_to=message
+        )
+        _broadcast_row(reply)
+        _enqueue_reply(reply.pk)
+    return PostResult(message=message, reply=reply, created=True)
+
+
+# --- the reply's life: claim, append, finish, fail, cancel, retry ----------------
+
+
+@transaction.atomic
+def reply_claim(*, message_id: int, model: str) -> uuid.UUID | None:
+    """Take a pending reply for one streaming attempt: pending → streaming.
+
+    Returns the attempt id every later write of this attempt must name, or None
+    when the row is not pending (done, cancelled, or another attempt has it).
+    """
+    attempt = uuid.uuid4()
+    updated = Message.objects.filter(
+        pk=message_id, role=Role.ASSISTANT, status=Status.PENDING
+    ).update(
+        status=Status.STREAMING,
+        attempt=attempt,
+        model=model,
+        version=F("version") + 1,
+        updated_at=timezone.now(),
+    )
+    if not updated:
+        return None
+    _broadcast_row(message_get(message_id=message_id))
+    return attempt
+
+
+_APPEND_SQL = f"""
+    UPDATE {Message._meta.db_table}
+       SET body = body || %s, version = version + 1, updated_at = now()
+     WHERE id = %s AND attempt = %s AND status = 'streaming'
+ RETURNING version, char_length(body), room_id
+"""  # noqa: S608 - the table name is ours, every value is a parameter
+
+
+@dataclass(frozen=True)
+class Appended:
+    version: int
+    offset: int
+
+
+def reply_append(*, message_id: int, attempt: uuid.UUID, text: str) -> Appended | None:
+    """Append ``text`` to a streaming reply in SQL and broadcast the delta.
+
+    Returns None when the row is no longer this attempt's to write (cancelled,
+    finished, taken over): the caller stops. One UPDATE is atomic on its own, so
+    this is not wrapped in a transaction of its own: in autocommit the delta is
+    sent right after the statement commits, inside a caller's atomic block when
+    that commits.
+    """
+    text = clean_text(text)
+    if not text:
+        return None if not _is_writable(message_id, attempt) else _current(message_id)
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND_SQL, [text, message_id, attempt])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    version, length, room_id = row
+    offset = length - len(text)
+    event = events.delta_event(message_id=message_id, version=version, offset=offset, text=text)
+    transaction.on_commit(lambda: events.send_to_room(room_id, event))
+    return Appended(version=version, offset=offset)
+
+
+def _is_writable(message_id: int, attempt: uuid.UUID) -> bool:
+    return Message.objects.filter(pk=message_id, attempt=attempt, status=Status.STREAMING).exists()
+
+
+def _current(message_id: int) -> Appended:
+    message = Message.objects.only("version", "body").get(pk=message_id)
+    return Appended(version=message.version, offset=len(message.body))
+
+
+def _close_reply(
+    *, message_id: int, attempt: uuid.UUID | None, status: Status, **fields: Any
+) -> Message | None:
+    rows = Message.objects.filter(pk=message_id, role=Role.ASSISTANT, status__in=OPEN_STATUSES)
+    if attempt is not None:
+        rows = rows.filter(attempt=attempt)
+    now = timezone.now()
+    if not rows.update(
+        status=status, version=F("version") + 1, updated_at=now, finished_at=now, **fields
+    ):
+        return None
+    message = message_get(message_id=message_id)
+    _broadcast_row(message)
+    return message
+
+
+@transaction.atomic
+def reply_finish(
+    *, message_id: int, attempt: uuid.UUID, model: str = "", usage: dict[str, int] | None = None
+) -> Message | None:
+    """Mark a streamed reply done, with the model that wrote it and its token usage."""
+    usage = usage or {}
+    fields: dict[str, Any] = {
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+    }
+    if model:
+        fields["model"] = model
+    return _close_reply(message_id=message_id, attempt=attempt, status=Status.DONE, **fields)
+
+
+@transaction.atomic
+def reply_fail(*, message_id: int, attempt: uuid.UUID | None, error: str) -> Message | None:
+    """Mark an open reply failed with a readable reason; its partial text stays."""
+    error = clean_text(error)[:2000] or "The reply failed."
+    return _close_reply(message_id=message_id, attempt=attempt, status=Status.FAILED, error=error)
+
+
+@transaction.atomic
+def reply_cancel(*, room: Room, message_id: Any) -> Message:
+    """Stop an open reply in ``room`` for everyone; the text so far stays.
+
+    The worker learns of it when its next guarded append touches no row.
+    """
+    if isinstance(message_id, bool) or not isinstance(message_id, int):
+        raise ClientError("invalid_id", "id must be a message id (an integer).")
+    message = (
+        Message.objects.select_for_update()
+        .filter(pk=message_id, room=room, role=Role.ASSISTANT)
+        .first()
+    )
+    if message is None:
+        raise ClientError("not_found", f"There is no reply {message_id} in this room.")
+    if message.status not in OPEN_STATUSES:
+        raise ClientError("not_streaming", f"Reply {message_id} is already {message.status}.")
+    closed = _close_reply(message_id=message.pk, attempt=None, status=Status.CANCELLED)
+    assert closed is not None  # noqa: S101 - the row is locked and open
+    return closed
+
+
+@transaction.atomic
+def reply_retry(*, message_id: int) -> Message:
+    """Start a failed or cancelled reply again from nothing: back to pending, requeued."""
+    message = Message.objects.select_for_update().filter(pk=message_id).first()
+    if message is None or message.role != Role.ASSISTANT:
+        raise ClientError("not_found", f"There is no reply {message_id}.")
+    if message.status not in (Status.FAILED, Status.CANCELLED):
+        raise ClientError("not_retryable", f"Reply {message_id} is {message.status}.")
+    Message.objects.filter(pk=message.pk).update(
+        status=Status.PENDING,
+        body="",
+        error="",
+        attempt=None,
+        finished_at=None,
+        prompt_tokens=None,
+        completion_tokens=None,
+        total_tokens=None,
+        version=F("version") + 1,
+        updated_at=timezone.now(),
+    )
+    message = message_get(message_id=message.pk)
+    _broadcast_row(message)
+    _enqueue_reply(message.pk)
+    return message

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from chatsite.env import (
+    check_redis_url,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+)
+from tests.live import ROOT
+
+
+def test_env_str_uses_default_when_unset_or_blank() -> None:
+    assert env_str("X", "d", environ={}) == "d"
+    assert env_str("X", "d", environ={"X": "  "}) == "d"
+    assert env_str("X", "d", environ={"X": " v "}) == "v"
+
+
+@pytest.mark.parametrize("raw,expected", [("true", True), ("1", True), ("On", True), ("no", False), ("0", False)])
+def test_env_bool_accepts_common_spellings(raw: str, expected: bool) -> None:
+    assert env_bool("DJANGO_DEBUG", False, environ={"DJANGO_DEBUG": raw}) is expected
+
+
+def test_env_bool_rejects_anything_else_naming_the_variable() -> None:
+    with pytest.raises(ImproperlyConfigured, match="DJANGO_DEBUG='maybe' is not a boolean"):
+        env_bool("DJANGO_DEBUG", False, environ={"DJANGO_DEBUG": "maybe"})
+
+
+def test_env_int_rejects_text_and_out_of_range() -> None:
+    with pytest.raises(ImproperlyConfigured, match="N='ten' is not a whole number"):
+        env_int("N", 1, environ={"N": "ten"})
+    with pytest.raises(ImproperlyConfigured, match="below the minimum of 1"):
+        env_int("N", 1, minimum=1, environ={"N": "0"})
+    with pytest.raises(ImproperlyConfigured, match="above the maximum of 10"):
+        env_int("N", 1, maximum=10, environ={"N": "11"})
+    assert env_int("N", 5, environ={"N": " 7 "}) == 7
+
+
+def test_env_float_rejects_text_nan_and_negative() -> None:
+    for raw in ("soon", "nan", "inf"):
+        with pytest.raises(ImproperlyConfigured, match="GPT_TOKEN_TIMEOUT"):
+            env_float("GPT_TOKEN_TIMEOUT", 1.0, minimum=0.1, environ={"GPT_TOKEN_TIMEOUT": raw})
+    with pytest.raises(ImproperlyConfigured, match="below the minimum"):
+        env_float("GPT_TOKEN_TIMEOUT", 1.0, minimum=0.1, environ={"GPT_TOKEN_TIMEOUT": "-2"})
+    assert env_float("T", 1.0, environ={"T": "2.5"}) == 2.5
+
+
+def test_env_choice_is_case_insensitive_and_rejects_unknown() -> None:
+    choices = ("token", "word", "sentence")
+    assert env_choice("G", "word", choices, environ={"G": "Sentence"}) == "sentence"
+    with pytest.raises(ImproperlyConfigured, match="G='line' is not one of: token, word, sentence"):
+        env_choice("G", "word", choices, environ={"G": "line"})
+
+
+def test_env_list_splits_on_commas() -> None:
+    assert env_list("H", ["a"], environ={"H": "x.com, y.com,,"}) == ["x.com", "y.com"]
+    assert env_list("H", ["a"], environ={}) == ["a"]
+
+
+def test_parse_database_url_reads_every_part() -> None:
+    db = parse_database_url("postgres://u%40x:p%2Fw@db.local:6543/chat?sslmode=require")
+    assert db["USER"] == "u@x"
+    assert db["PASSWORD"] == "p/w"
+    assert db["HOST"] == "db.local"
+    assert db["PORT"] == "6543"
+    assert db["NAME"] == "chat"
+    assert db["OPTIONS"] == {"sslmode": "require"}
+
+
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("mysql://u@h/db", "must be a postgres:// URL"),
+        ("postgres://u@h", "must name one database"),
+        ("postgres://u@h/a/b", "must name one database"),
+        ("postgres://u@h:notaport/db", "invalid port"),
+    ],
+)
+def test_parse_database_url_rejects_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=message):
+        parse_database_url(url)
+
+
+def test_check_redis_url_rejects_other_schemes() -> None:
+    assert check_redis_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL must be a redis:// URL"):
+        check_redis_url("http://127.0.0.1:6379")
+    with pytest.raises(ImproperlyConfigured, match="invalid port"):
+        check_redis_url("redis://h:port/0")
+
+
+def _settings_import(**env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GPT_", "DATABASE_"))}
+    full.update(env)
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-c", "import chatsite.settings"],
+        cwd=ROOT, env=full, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_settings_refuse_production_without_a_secret_key() -> None:
+    result = _settings_import(DJANGO_DEBUG="false")
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in result.stderr
+
+
+def test_settings_refuse_a_bad_granularity_at_start() -> None:
+    result = _settings_import(GPT_STREAM_GRANULARITY="paragraph")
+    assert result.returncode != 0
+    assert "GPT_STREAM_GRANULARITY='paragraph' is not one of: token, word, sentence" in result.stderr
+
+
+def test_settings_start_with_defaults() -> None:
+    assert _settings_import().returncode == 0

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+
+from messages_app.models import Room, User
+from tests import live
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def model_server_process(log_dir: Path) -> Iterator[live.ModelServer]:
+    server = live.ModelServer(log_dir).start()
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture
+def model_server(model_server_process: live.ModelServer) -> Iterator[live.ModelServer]:
+    """The test model server, with its start-up behaviour restored around each test."""
+    model_server_process.control(reset=True)
+    yield model_server_process
+    model_server_process.control(reset=True)
+
+
+@dataclass
+class Stack:
+    """daphne and a Celery worker, as processes, on the test database."""
+
+    web: live.Process
+    worker: live.Process
+    env: dict[str, str]
+    port: int
+    log_dir: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, slug: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/rooms/{slug}/"
+
+    def start_web(self) -> None:
+        self.web.start()
+        assert self.web.popen is not None
+        live.wait_for_port(self.port, self.web.popen)
+
+    def start_worker(self) -> None:
+        self.worker.start()
+        live.wait_worker_ready(self.worker)
+
+    def logs(self) -> str:
+        return f"--- web ---\n{self.web.log()[-4000:]}\n--- worker ---\n{self.worker.log()[-4000:]}"
+
+
+@pytest.fixture(scope="session")
+def stack(
+    django_db_setup: None,
+    django_db_blocker: object,
+    model_server_process: live.ModelServer,
+    log_dir: Path,
+) -> Iterator[Stack]:
+    # Tasks left in the test queue by an earlier, interrupted run are dropped.
+    redis.Redis.from_url(settings.REDIS_URL).delete(settings.CELERY_TASK_DEFAULT_QUEUE)
+    env = live.stack_env(
+        database_name=settings.DATABASES["default"]["NAME"], model_url=model_server_process.url
+    )
+    port = live.free_port()
+    stack = Stack(
+        web=live.daphne(env, log_dir, port),
+        worker=live.celery_worker(env, log_dir),
+        env=env,
+        port=port,
+        log_dir=log_dir,
+    )
+    with live.running(stack.web, stack.worker):
+        stack.start_worker()
+        stack.start_web()
+        yield stack
+
+
+@pytest.fixture
+def make_user(db: None) -> object:
+    def make(username: str | None = None, display_name: str = "") -> User:
+        username = username or f"user-{uuid.uuid4().hex[:8]}"
+        return User.objects.create_user(
+            username=username, password="a-Strong-pass-9", display_name=display_name
+        )
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user: object) -> User:
+    return make_user("alice", "Alice")  # type: ignore[operator]
+
+
+@pytest.fixture
+def bob(make_user: object) -> User:
+    return make_user("bob", "Bob")  # type: ignore[operator]
+
+
+@pytest.fixture
+def room(db: None, alice: User) -> Room:
+    return Room.objects.create(name="General", slug="general", created_by=alice)
+
+
+def session_cookie(user: User) -> str:
+    """A ``Cookie`` header value that signs ``user`` in (a real session row)."""
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_connections(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """End connections other threads and processes left on the test database.
+
+    Consumers query from worker threads whose connections outlive the tests;
+    without this, dropping the test database at the end fails ("being accessed").
+    """
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

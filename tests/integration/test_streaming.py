@@ -1,0 +1,174 @@
+"""The whole stack as processes: daphne, a Celery worker, the model server over HTTP,
+Postgres and the Redis channel layer. Sockets are real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+
+from messages_app.models import Message, Room, Status, User
+from tests.conftest import Stack, session_cookie
+from tests.live import ModelServer
+from tests.protocol import RoomView
+from worker.chunker import Chunker
+from worker.demo_llm import tokenize
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+REPLY = (
+    "Sure, Alice! Here is the plan. First, we meet at 3.14 p.m. sharp… then we eat.\n"
+    "Emoji survive too: 👍🏽 and 👨‍👩‍👧 and café. Dr. Who agrees, e.g. on Tuesdays!\n"
+    "- one\n- two\n\nThat's all?! Yes."
+)
+HOLD_AFTER = 15  # the model pauses after this many tokens until released
+
+
+def expected_writes(granularity: str) -> int:
+    chunker = Chunker(granularity)
+    flushes = [f for token in tokenize(REPLY) for f in chunker.feed(token)]
+    return len(flushes) + (1 if chunker.finish() else 0)
+
+
+class Socket:
+    """A real WebSocket client that applies frames to a RoomView as a browser does."""
+
+    def __init__(self, url: str, cookie: str, origin: str) -> None:
+        self.url, self.cookie, self.origin = url, cookie, origin
+        self.view = RoomView()
+        self.connection: Any = None
+
+    async def open(self) -> Socket:
+        self.connection = await websockets.connect(
+            self.url, additional_headers={"Cookie": self.cookie, "Origin": self.origin}
+        )
+        self.view.apply(await asyncio.wait_for(self.connection.recv(), 30))
+        assert self.view.snapshots == 1
+        return self
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.connection.send(json.dumps(frame))
+
+    async def until(self, predicate: Any, timeout: float = 60) -> None:
+        """Apply frames until ``predicate(view)`` holds."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self.view):
+                self.view.apply(await self.connection.recv())
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+async def open_socket(stack: Stack, room: Room, user: User) -> Socket:
+    cookie = await sync_to_async(session_cookie)(user)
+    return await Socket(stack.ws_url(room.slug), cookie, stack.http_url).open()
+
+
+def reply_finished(reply_id: int) -> Any:
+    return lambda view: view.status(reply_id) in {"done", "failed", "cancelled"}
+
+
+async def wait_for_reply_id(socket: Socket) -> int:
+    await socket.until(lambda view: view.reply_ids())
+    return socket.view.reply_ids()[-1]
+
+
+@pytest.mark.parametrize("granularity", ["token", "word", "sentence"])
+async def test_reply_streams_to_every_socket_and_a_late_socket_resumes_mid_stream(
+    stack: Stack, model_server: ModelServer, alice: User, bob: User, make_user: Any, granularity: str
+) -> None:
+    # given a room with this granularity and two watching sockets
+    room = await sync_to_async(Room.objects.create)(name="Plan", slug=f"plan-{granularity}", granularity=granularity)
+    carol = await sync_to_async(make_user)("carol", "Carol")
+    model_server.control(text=REPLY, tokens_per_second=200, first_token_delay=0, hold_after=HOLD_AFTER)
+    a = await open_socket(stack, room, alice)
+    b = await open_socket(stack, room, bob)
+
+    # when A asks @gpt
+    await a.send({"type": "post", "body": "@gpt what's the plan?", "client_id": str(uuid.uuid4())})
+    reply_id = await wait_for_reply_id(a)
+
+    # and a third socket connects while the model is paused mid-reply
+    await a.until(lambda view: len(view.body(reply_id)) > 0)
+    while model_server.stats()["held_streams"] != 1:
+        await asyncio.sleep(0.02)
+    c = await open_socket(stack, room, carol)
+    snapshot_row = c.view.snapshot_rows[reply_id]
+    assert snapshot_row["status"] == "streaming"
+    assert 0 < len(snapshot_row["body"]) < len(REPLY)
+    assert REPLY.startswith(snapshot_row["body"])
+    model_server.control(release=True)
+
+    # then every socket ends with exactly the model's text, as the row holds it
+    for socket in (a, b, c):
+        await socket.until(reply_finished(reply_id))
+    row = await sync_to_async(Message.objects.get)(pk=reply_id)
+    assert row.status == Status.DONE, stack.logs()
+    assert row.body == REPLY
+    assert row.model == "test-model"
+    assert row.completion_tokens == len(tokenize(REPLY))
+    assert row.prompt_tokens and row.total_tokens
+    for socket in (a, b, c):
+        assert socket.view.body(reply_id) == REPLY
+        assert socket.view.status(reply_id) == "done"
+        assert socket.view.gaps == [] and socket.view.stale == [] and socket.view.errors == []
+        # versions after the snapshot: consecutive, none missing, none repeated
+        versions = socket.view.versions_of(reply_id)
+        first = socket.view.snapshot_rows.get(reply_id, {"version": 0})["version"] + 1
+        assert versions == list(range(first, row.version + 1))
+
+    # and the number of writes follows the granularity:
+    # insert (1) + claim (1) + one per flush + finish (1)
+    writes = expected_writes(granularity)
+    assert row.version == 3 + writes
+    assert len(a.view.deltas) == writes
+    for socket in (a, b, c):
+        await socket.close()
+
+
+def test_expected_writes_order_token_word_sentence() -> None:
+    assert expected_writes("token") > expected_writes("word") > expected_writes("sentence") > 1
+
+
+async def test_reply_context_names_the_speakers(
+    stack: Stack, model_server: ModelServer, alice: User, bob: User, room: Room
+) -> None:
+    model_server.control(text="Noted.", tokens_per_second=0, first_token_delay=0)
+    a = await open_socket(stack, room, alice)
+    b = await open_socket(stack, room, bob)
+    await b.send({"type": "post", "body": "I prefer tea"})
+    await a.until(lambda view: len(view.rows) == 1)
+    await a.send({"type": "post", "body": "@gpt what does Bob prefer?"})
+    reply_id = await wait_for_reply_id(a)
+    await a.until(reply_finished(reply_id))
+    assert a.view.body(reply_id) == "Noted."
+    sent = model_server.stats()["last_request"]
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+    contents = [(m["role"], m["content"]) for m in sent["messages"]]
+    assert contents[0][0] == "system" and "General" in contents[0][1]
+    assert contents[1:] == [("user", "Bob: I prefer tea"), ("user", "Alice: @gpt what does Bob prefer?")]
+    await a.close()
+    await b.close()
+
+
+async def test_model_failure_after_some_tokens_keeps_partial_text(
+    stack: Stack, model_server: ModelServer, alice: User, room: Room
+) -> None:
+    model_server.control(text="one two three four five six", tokens_per_second=0, first_token_delay=0, drop_after=3)
+    a = await open_socket(stack, room, alice)
+    await a.send({"type": "post", "body": "@gpt count"})
+    reply_id = await wait_for_reply_id(a)
+    await a.until(reply_finished(reply_id))
+    row = await sync_to_async(Message.objects.get)(pk=reply_id)
+    assert row.status == Status.FAILED
+    assert row.body == "one two three"
+    assert row.error == "Lost the connection to the model service."
+    assert a.view.rows[reply_id]["error"] == row.error
+    assert a.view.body(reply_id) == row.body
+    await a.close()

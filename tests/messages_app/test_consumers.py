@@ -1,0 +1,198 @@
+"""The room socket on the real routing (origin check, sessions, Redis channel layer)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from chatsite.asgi import application
+from messages_app import services
+from messages_app.models import Message, Room, Status, User
+from tests.conftest import session_cookie
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+async def connect(room: Room, user: User | None, origin: tuple[bytes, bytes] = ORIGIN, slug: str | None = None) -> WebsocketCommunicator:
+    headers = [origin, (b"host", b"localhost")]
+    if user is not None:
+        cookie = await sync_to_async(session_cookie)(user)
+        headers.append((b"cookie", cookie.encode()))
+    return WebsocketCommunicator(application, f"/ws/rooms/{slug or room.slug}/", headers=headers)
+
+
+@pytest.fixture
+async def socket(room: Room, alice: User) -> AsyncIterator[WebsocketCommunicator]:
+    communicator = await connect(room, alice)
+    connected, _ = await communicator.connect()
+    assert connected
+    snapshot = await communicator.receive_json_from(timeout=5)
+    assert snapshot == {"type": "snapshot", "messages": []}
+    yield communicator
+    await communicator.disconnect()
+
+
+async def receive(communicator: WebsocketCommunicator) -> dict[str, Any]:
+    return await communicator.receive_json_from(timeout=5)
+
+
+async def test_consumer_sends_a_snapshot_of_the_newest_messages_in_order(room: Room, alice: User, settings: Any) -> None:
+    settings.CHAT_SNAPSHOT_SIZE = 3
+    for n in range(5):
+        await sync_to_async(services.message_post)(room=room, author=alice, body=f"m{n}")
+    communicator = await connect(room, alice)
+    assert (await communicator.connect())[0]
+    snapshot = await receive(communicator)
+    assert snapshot["type"] == "snapshot"
+    assert [m["body"] for m in snapshot["messages"]] == ["m2", "m3", "m4"]
+    first = snapshot["messages"][0]
+    assert set(first) >= {
+        "id", "room", "author", "role", "body", "status", "version", "reply_to", "model", "error", "created_at", "finished_at",
+    }
+    assert (first["room"], first["author"], first["role"], first["status"]) == ("general", "Alice", "user", "done")
+    await communicator.disconnect()
+
+
+async def test_consumer_refuses_an_anonymous_socket(room: Room) -> None:
+    communicator = await connect(room, None)
+    connected, code = await communicator.connect()
+    assert not connected
+    assert code == 4401
+
+
+async def test_consumer_refuses_a_foreign_origin(room: Room, alice: User) -> None:
+    communicator = await connect(room, alice, origin=(b"origin", b"http://evil.example"))
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_consumer_refuses_an_unknown_room(room: Room, alice: User) -> None:
+    communicator = await connect(room, alice, slug="no-such-room")
+    connected, code = await communicator.connect()
+    assert not connected
+    assert code == 4404
+
+
+async def test_consumer_post_is_stored_and_broadcast_to_every_socket(
+    socket: WebsocketCommunicator, room: Room, bob: User
+) -> None:
+    other = await connect(room, bob)
+    assert (await other.connect())[0]
+    assert (await receive(other))["type"] == "snapshot"
+    client_id = str(uuid.uuid4())
+    await socket.send_json_to({"type": "post", "body": "hi @gpt", "client_id": client_id})
+    for communicator in (socket, other):
+        user_frame = await receive(communicator)
+        reply_frame = await receive(communicator)
+        assert user_frame["type"] == "message"
+        assert (user_frame["message"]["body"], user_frame["message"]["client_id"]) == ("hi @gpt", client_id)
+        assert reply_frame["message"]["role"] == "assistant"
+        assert reply_frame["message"]["status"] == "pending"
+    assert await sync_to_async(Message.objects.count)() == 2
+    await other.disconnect()
+
+
+async def test_consumer_resend_with_same_client_id_stores_one_message(socket: WebsocketCommunicator) -> None:
+    frame = {"type": "post", "body": "once", "client_id": str(uuid.uuid4())}
+    await socket.send_json_to(frame)
+    assert (await receive(socket))["message"]["body"] == "once"
+    await socket.send_json_to(frame)
+    assert await socket.receive_nothing(timeout=0.5)
+    assert await sync_to_async(Message.objects.count)() == 1
+
+
+@pytest.mark.parametrize(
+    "raw,code",
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_frame"),
+        ("42", "invalid_frame"),
+        ('"post"', "invalid_frame"),
+        ("{}", "missing_type"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "post"}', "missing_body"),
+        ('{"type": "post", "body": 5}', "invalid_body"),
+        ('{"type": "post", "body": ""}', "empty_body"),
+        ('{"type": "post", "body": "  \\n "}', "empty_body"),
+        ('{"type": "post", "body": "hi", "client_id": "nope"}', "invalid_client_id"),
+        ('{"type": "cancel"}', "invalid_id"),
+        ('{"type": "cancel", "id": "1"}', "invalid_id"),
+        ('{"type": "cancel", "id": 999999}', "not_found"),
+    ],
+)
+async def test_consumer_answers_a_bad_frame_with_an_error_and_stays_open(
+    socket: WebsocketCommunicator, raw: str, code: str
+) -> None:
+    await socket.send_to(text_data=raw)
+    error = await receive(socket)
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["detail"]
+    # Still open and working.
+    await socket.send_json_to({"type": "post", "body": "still here"})
+    assert (await receive(socket))["message"]["body"] == "still here"
+    assert await sync_to_async(Message.objects.count)() == 1
+
+
+async def test_consumer_rejects_binary_and_oversize_frames(socket: WebsocketCommunicator, settings: Any) -> None:
+    await socket.send_to(bytes_data=b"\x00\x01")
+    assert (await receive(socket))["code"] == "binary_frame"
+    await socket.send_to(text_data=json.dumps({"type": "post", "body": "x" * 4001}))
+    assert (await receive(socket))["code"] == "body_too_long"
+    await socket.send_to(text_data="x" * (4000 * 6 + 2048))
+    assert (await receive(socket))["code"] == "frame_too_large"
+    assert await sync_to_async(Message.objects.count)() == 0
+
+
+async def test_consumer_cancel_stops_an_open_reply_for_everyone(
+    socket: WebsocketCommunicator, room: Room, alice: User
+) -> None:
+    result = await sync_to_async(services.message_post)(room=room, author=alice, body="@gpt go")
+    assert result.reply is not None
+    await receive(socket)
+    await receive(socket)
+    await socket.send_json_to({"type": "cancel", "id": result.reply.pk})
+    frame = await receive(socket)
+    assert frame["type"] == "message"
+    assert (frame["message"]["id"], frame["message"]["status"]) == (result.reply.pk, "cancelled")
+    row = await sync_to_async(Message.objects.get)(pk=result.reply.pk)
+    assert row.status == Status.CANCELLED
+    # Cancelling again is an error, not a crash.
+    await socket.send_json_to({"type": "cancel", "id": result.reply.pk})
+    assert (await receive(socket))["code"] == "not_streaming"
+
+
+async def test_consumer_cannot_cancel_a_reply_of_another_room(socket: WebsocketCommunicator, alice: User) -> None:
+    other = await sync_to_async(Room.objects.create)(name="Other", slug="other")
+    result = await sync_to_async(services.message_post)(room=other, author=alice, body="@gpt elsewhere")
+    assert result.reply is not None
+    await socket.send_json_to({"type": "cancel", "id": result.reply.pk})
+    assert (await receive(socket))["code"] == "not_found"
+    row = await sync_to_async(Message.objects.get)(pk=result.reply.pk)
+    assert row.status == Status.PENDING
+
+
+async def test_consumer_relays_deltas_after_the_snapshot(
+    room: Room, alice: User
+) -> None:
+    result = await sync_to_async(services.message_post)(room=room, author=alice, body="@gpt go")
+    assert result.reply is not None
+    reply_id = result.reply.pk
+    attempt = await sync_to_async(services.reply_claim)(message_id=reply_id, model="m")
+    await sync_to_async(services.reply_append)(message_id=reply_id, attempt=attempt, text="Hel")
+    communicator = await connect(room, alice)
+    assert (await communicator.connect())[0]
+    snapshot = await receive(communicator)
+    held = {m["id"]: m for m in snapshot["messages"]}[reply_id]
+    assert (held["body"], held["version"], held["status"]) == ("Hel", 3, "streaming")
+    await sync_to_async(services.reply_append)(message_id=reply_id, attempt=attempt, text="lo")
+    assert await receive(communicator) == {"type": "delta", "id": reply_id, "version": 4, "offset": 3, "text": "lo"}
+    await communicator.disconnect()
