@@ -120,15 +120,31 @@ CHANNEL_LAYERS = {
     }
 }
 
+# --- Celery: long, I/O-bound streaming tasks -----------------------------------
+# The worker runs the threads pool (scripts/run.sh, docker-compose.yml): a reply
+# spends its life waiting on the model's socket, so one process holds many
+# streams. How the settings below fit together:
+# - acks_late + reject_on_worker_lost: a task is acknowledged when it ends, so a
+#   worker killed mid-stream leaves its task in Redis to be delivered again. The
+#   redelivered task finds the row no longer pending and exits (the attempt id
+#   guards every write, so nothing is doubled); the watchdog below marks such a
+#   row failed ("interrupted") with its partial text.
+# - prefetch 1: a worker reserves no more tasks than it has free threads.
+# - visibility_timeout (Redis transport, where it takes effect: broker transport
+#   options): an unacknowledged task is handed out again after this long. It must
+#   exceed the longest reply, or a reply still streaming would be delivered twice.
+# - time limits: Celery enforces them only in the prefork pool, not in threads;
+#   the streaming run enforces GPT_REPLY_TIME_LIMIT itself (worker/streaming.py).
+# - a lost broker connection must not cancel running streams: they write to
+#   Postgres and finish; their acks are best effort.
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_QUEUE", "chat")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A reply is a long I/O-bound task: acknowledge it only when it ends, so a worker
-# that dies mid-stream leaves it to be redelivered; take one at a time per slot.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 # --- The assistant ----------------------------------------------------------
 GRANULARITIES = ("token", "word", "sentence")
@@ -140,6 +156,17 @@ OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
 GPT_TOKEN_TIMEOUT = env_float("GPT_TOKEN_TIMEOUT", 30.0, minimum=0.1)
 # Retries of the request (429, 5xx, connection errors) before the first token.
 GPT_MAX_RETRIES = env_int("GPT_MAX_RETRIES", 3, minimum=0, maximum=10)
+# First backoff in seconds between those retries; it doubles each time (with jitter).
+GPT_RETRY_BACKOFF = env_float("GPT_RETRY_BACKOFF", 0.5, minimum=0.0)
+# The longest a reply may stream before it is stopped and marked failed.
+GPT_REPLY_TIME_LIMIT = env_float("GPT_REPLY_TIME_LIMIT", 600.0, minimum=1.0)
+# An open (pending/streaming) reply whose last write is older than this is
+# marked failed ("interrupted") by the watchdog, which runs every interval.
+GPT_STALE_AFTER = env_float("GPT_STALE_AFTER", 120.0, minimum=0.5)
+GPT_WATCHDOG_INTERVAL = env_float("GPT_WATCHDOG_INTERVAL", 30.0, minimum=0.1)
+# Per user: @gpt replies open at once, and started in any 60 seconds.
+GPT_MAX_OPEN_REPLIES_PER_USER = env_int("GPT_MAX_OPEN_REPLIES_PER_USER", 3, minimum=1)
+GPT_MAX_REPLIES_PER_MINUTE = env_int("GPT_MAX_REPLIES_PER_MINUTE", 10, minimum=1)
 GPT_CONTEXT_MESSAGES = env_int("GPT_CONTEXT_MESSAGES", 30, minimum=1, maximum=500)
 GPT_CONTEXT_CHARS = env_int("GPT_CONTEXT_CHARS", 24000, minimum=500)
 
@@ -158,3 +185,11 @@ LOGGING = {
 # With neither OPENAI_API_KEY nor OPENAI_BASE_URL, replies come from the
 # project's demo model server (python -m worker.demo_llm), labelled "demo".
 GPT_DEMO_BASE_URL = env_str("GPT_DEMO_BASE_URL", "http://127.0.0.1:8001/v1")
+
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(GPT_REPLY_TIME_LIMIT * 2 + 60)}
+CELERY_BEAT_SCHEDULE = {
+    "fail-stale-replies": {
+        "task": "worker.tasks.fail_stale_replies",
+        "schedule": GPT_WATCHDOG_INTERVAL,
+    },
+}

@@ -10,12 +10,15 @@ once, where the change happens, instead of once per socket.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
 from typing import Any
 
+import redis
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +84,25 @@ def send_to_room(room_id: int, event: dict[str, Any]) -> None:
         _thread_loop().run_until_complete(layer.group_send(room_group(room_id), event))
     except Exception:
         logger.exception("could not publish %s to room %s", event.get("type"), room_id)
+
+
+def cancel_channel() -> str:
+    """The Redis pub/sub channel on which workers hear that a reply was cancelled."""
+    return f"{settings.CHANNEL_LAYERS['default']['CONFIG'].get('prefix', 'chat')}:cancel"
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+
+
+def announce_cancel(message_id: int) -> None:
+    """Tell every worker that ``message_id`` was cancelled, so its stream closes now.
+
+    Best effort: a worker that misses it still stops at its next write, which the
+    row's status refuses.
+    """
+    try:
+        _redis().publish(cancel_channel(), str(message_id))
+    except redis.RedisError:
+        logger.exception("could not announce the cancel of reply %s", message_id)

@@ -6,10 +6,12 @@ message or sends to a group on its own (DESIGN.md).
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +23,8 @@ from django.utils.text import slugify
 from messages_app import events
 from messages_app.models import OPEN_STATUSES, Message, Role, Room, Status, User
 from messages_app.selectors import message_get, message_payload
+
+logger = logging.getLogger(__name__)
 
 # ``@gpt`` as a word of its own: not inside an address (me@gpt.com), a longer
 # handle (@gpt4, @gpt-bot) or a domain (@gpt.com); any case.
@@ -82,9 +86,25 @@ def _broadcast_row(message: Message) -> None:
 
 
 def _enqueue_reply(message_id: int) -> None:
+    """Queue the streaming task once the reply row is committed.
+
+    If the broker cannot take it, the reply is marked failed at once rather than
+    left pending until the watchdog gives up on it.
+    """
     from chatsite.celery import app  # the Celery app; imported late to keep models importable
 
-    transaction.on_commit(lambda: app.send_task("worker.tasks.stream_reply", args=[message_id]))
+    def enqueue() -> None:
+        try:
+            app.send_task("worker.tasks.stream_reply", args=[message_id])
+        except Exception:
+            logger.exception("could not queue reply %s", message_id)
+            reply_fail(
+                message_id=message_id,
+                attempt=None,
+                error="The reply could not be queued (the task broker is unreachable).",
+            )
+
+    transaction.on_commit(enqueue)
 
 
 # --- rooms --------------------------------------------------------------------
@@ -165,18 +185,44 @@ def _message_post(
         and Message.objects.filter(author=author, client_id=client_id).exists()
     ):
         return _existing_post(author=author, client_id=client_id)
+    wants_reply = mentions_gpt(body)
+    if wants_reply:
+        _check_reply_limits(author)
     message = Message.objects.create(
         room=room, author=author, role=Role.USER, body=body, client_id=client_id
     )
     _broadcast_row(message)
     reply = None
-    if mentions_gpt(body):
+    if wants_reply:
         reply = Message.objects.create(
             room=room, role=Role.ASSISTANT, status=Status.PENDING, reply_to=message
         )
         _broadcast_row(reply)
         _enqueue_reply(reply.pk)
     return PostResult(message=message, reply=reply, created=True)
+
+
+def _check_reply_limits(author: User) -> None:
+    """Refuse a new @gpt request beyond the user's limits (open at once, per minute).
+
+    Locks the author's row so that two posts of one user are counted one after
+    the other, not both against the same count.
+    """
+    User.objects.select_for_update().filter(pk=author.pk).first()
+    asked = Message.objects.filter(role=Role.ASSISTANT, reply_to__author=author)
+    open_limit = settings.GPT_MAX_OPEN_REPLIES_PER_USER
+    if asked.filter(status__in=OPEN_STATUSES).count() >= open_limit:
+        raise ClientError(
+            "rate_limited",
+            f"You already have {open_limit} @gpt replies in progress; wait for one to finish.",
+        )
+    minute_limit = settings.GPT_MAX_REPLIES_PER_MINUTE
+    since = timezone.now() - timedelta(seconds=60)
+    if asked.filter(created_at__gte=since).count() >= minute_limit:
+        raise ClientError(
+            "rate_limited",
+            f"At most {minute_limit} @gpt requests a minute; try again in a moment.",
+        )
 
 
 # --- the reply's life: claim, append, finish, fail, cancel, retry ----------------
@@ -310,7 +356,39 @@ def reply_cancel(*, room: Room, message_id: Any) -> Message:
         raise ClientError("not_streaming", f"Reply {message_id} is already {message.status}.")
     closed = _close_reply(message_id=message.pk, attempt=None, status=Status.CANCELLED)
     assert closed is not None  # noqa: S101 - the row is locked and open
+    transaction.on_commit(lambda: events.announce_cancel(message.pk))
     return closed
+
+
+def replies_fail_stale(*, older_than: timedelta) -> list[int]:
+    """Mark failed ("interrupted") every open reply not written for ``older_than``.
+
+    The watchdog for replies whose worker died: their partial text stays, and
+    every socket gets the final row. Rows another transaction holds are skipped
+    (their owner is alive); each row is closed in its own transaction.
+    """
+    cutoff = timezone.now() - older_than
+    failed = []
+    stale_ids = Message.objects.filter(
+        role=Role.ASSISTANT, status__in=OPEN_STATUSES, updated_at__lt=cutoff
+    ).values_list("pk", flat=True)
+    for message_id in list(stale_ids):
+        with transaction.atomic():
+            row = (
+                Message.objects.select_for_update(skip_locked=True)
+                .filter(pk=message_id, status__in=OPEN_STATUSES, updated_at__lt=cutoff)
+                .first()
+            )
+            if row is None:
+                continue
+            error = (
+                "The reply was interrupted (its worker stopped) and did not finish."
+                if row.status == Status.STREAMING
+                else "The reply never started (no worker took it)."
+            )
+            if _close_reply(message_id=row.pk, attempt=None, status=Status.FAILED, error=error):
+                failed.append(row.pk)
+    return failed
 
 
 @transaction.atomic

@@ -105,11 +105,11 @@ class Chunker:
             if last_space <= 0 or not buffer[:last_space].strip():
                 return 0
             return last_space + 1
-        # sentence: the last newline or real sentence end in the buffer
+        # sentence: the last newline or real sentence end in the buffer, as long
+        # as what it flushes has some text (a lone newline waits for its line)
         cut = buffer.rfind("\n") + 1
         for match in _SENTENCE_END.finditer(buffer, cut):
-            if match.end() > cut and _ends_sentence(
-                buffer, match.start() + len(match.group().rstrip())
-            ):
+            end = match.start() + len(match.group().rstrip())
+            if match.end() > cut and _ends_sentence(buffer, end):
                 cut = match.end()
-        return cut
+        return cut if buffer[:cut].strip() else 0

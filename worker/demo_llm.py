@@ -14,7 +14,8 @@ Behaviour keys:
 - ``tokens_per_second``: emission rate (0 means as fast as possible).
 - ``first_token_delay``: seconds before the first token.
 - ``fail_status`` / ``fail_times``: answer that HTTP status (401, 429, 500…)
-  to the next ``fail_times`` requests (``-1``: to all), then stream normally.
+  to the next ``fail_times`` requests (``-1``: to all), then stream normally;
+  ``fail_code`` is the error's ``code`` (e.g. ``insufficient_quota``).
 - ``drop_after``: close the connection after that many tokens.
 - ``stall_after``: stop sending (but keep the connection) after that many tokens.
 - ``error_after``: send an ``error`` event after that many tokens.
@@ -53,6 +54,7 @@ class Behaviour:
     first_token_delay: float = 0.2
     fail_status: int = 0
     fail_times: int = 0
+    fail_code: str = ""
     drop_after: int = -1
     stall_after: int = -1
     error_after: int = -1
@@ -203,7 +205,7 @@ class ModelServer:
                     "error": {
                         "message": f"demo failure {b.fail_status}",
                         "type": "demo_error",
-                        "code": str(b.fail_status),
+                        "code": b.fail_code or None,
                     }
                 },
             )

@@ -6,8 +6,12 @@ Streams a chat completion and turns every way it can go wrong into an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import random
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -57,21 +61,34 @@ def endpoint() -> Endpoint:
 
 
 @functools.cache
-def _client(base_url: str | None, api_key: str, timeout: float, retries: int) -> openai.OpenAI:
+def _client(base_url: str | None, api_key: str, timeout: float) -> openai.OpenAI:
     # One client (one HTTP connection pool) per process and configuration.
-    # A read timeout bounds the wait for each next chunk: a stalled stream fails.
+    # The read timeout bounds the wait for each next chunk: a stalled stream
+    # fails instead of hanging. Retries are ours (ChatStream._open), not the SDK's:
+    # quota errors must fail fast, and a cancel must stop the waiting.
     return openai.OpenAI(
         base_url=base_url,
         api_key=api_key,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        max_retries=retries,
+        max_retries=0,
     )
 
 
 def client(target: Endpoint) -> openai.OpenAI:
-    return _client(
-        target.base_url, target.api_key, settings.GPT_TOKEN_TIMEOUT, settings.GPT_MAX_RETRIES
-    )
+    return _client(target.base_url, target.api_key, settings.GPT_TOKEN_TIMEOUT)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a request that failed before its first token is worth sending again.
+
+    Connection errors, timeouts, 408/409, 429 (except a used-up quota) and 5xx are;
+    authentication, permission, unknown model and bad requests are not.
+    """
+    if isinstance(error, openai.RateLimitError):
+        return getattr(error, "code", None) != "insufficient_quota"
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in (408, 409) or error.status_code >= 500
+    return isinstance(error, openai.APIConnectionError | httpx.TransportError)
 
 
 def _describe(error: BaseException) -> str:
@@ -99,36 +116,75 @@ def _describe(error: BaseException) -> str:
 
 
 class ChatStream:
-    """A streaming chat completion that another thread may close (to cancel)."""
+    """A streaming chat completion that another thread may close (to cancel).
+
+    Iterating opens the request, retrying failures that happen before the first
+    token (``GPT_MAX_RETRIES`` times, backoff from ``GPT_RETRY_BACKOFF`` seconds,
+    doubling, with jitter), then yields the pieces. Nothing is retried once a
+    token has arrived: the text so far is already in the room.
+    """
 
     def __init__(self, messages: list[dict[str, Any]], target: Endpoint) -> None:
         self.messages = messages
         self.target = target
+        self.attempts = 0
         self._stream: Any = None
-        self._closed = False
+        self._closed = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     def close(self) -> None:
-        """Close the upstream HTTP stream; the iterating thread stops soon after."""
-        self._closed = True
-        if self._stream is not None:
+        """Stop the stream from any thread: the model's connection closes at once.
+
+        Shutting the socket down wakes the thread blocked reading it (closing
+        the file descriptor alone would not), and the server sees the client go.
+        """
+        self._closed.set()
+        stream = self._stream
+        if stream is None:
+            return
+        try:
+            network_stream = stream.response.extensions.get("network_stream")
+            sock = network_stream.get_extra_info("socket") if network_stream else None
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+
+    def _open(self) -> Any:
+        while True:
+            self.attempts += 1
             try:
-                self._stream.close()
-            except Exception:  # closing from another thread may race the reader
-                logger.debug("closing the model stream raised", exc_info=True)
+                return client(self.target).chat.completions.create(
+                    model=self.target.model,
+                    messages=self.messages,  # type: ignore[arg-type]
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            except (openai.OpenAIError, httpx.HTTPError) as error:
+                if not is_retryable(error) or self.attempts > settings.GPT_MAX_RETRIES:
+                    raise
+                delay = settings.GPT_RETRY_BACKOFF * 2 ** (self.attempts - 1)
+                delay *= 0.5 + random.random()  # noqa: S311 - jitter, not security
+                logger.info(
+                    "model request failed (%s); retry %s in %.2fs", error, self.attempts, delay
+                )
+                if self._closed.wait(delay):
+                    return None
 
     def __iter__(self) -> Iterator[Piece]:
         try:
-            self._stream = client(self.target).chat.completions.create(
-                model=self.target.model,
-                messages=self.messages,  # type: ignore[arg-type]
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            if self._closed:
-                self._stream.close()
+            if self.closed:
+                return
+            self._stream = self._open()
+            if self._stream is None:
+                return
+            if self.closed:  # closed while the request was being sent
                 return
             for chunk in self._stream:
-                if self._closed:
+                if self.closed:
                     return
                 usage = None
                 if chunk.usage is not None:
@@ -143,6 +199,10 @@ class ChatStream:
                 if text or usage:
                     yield Piece(text=text, usage=usage, model=chunk.model or "")
         except (openai.OpenAIError, httpx.HTTPError, ValueError) as error:
-            if self._closed:
+            if self.closed:
                 return  # closing the stream to cancel makes the reader raise
             raise LLMError(_describe(error)) from error
+        finally:
+            if self._stream is not None:
+                with contextlib.suppress(Exception):
+                    self._stream.close()

@@ -7,14 +7,15 @@ short UPDATE of its own (``services.reply_append``).
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import Any
 
 from django.conf import settings
 
 from messages_app import selectors, services
-from messages_app.models import Message, Role
-from worker import llm
+from messages_app.models import Message, Role, Status
+from worker import cancel, llm
 from worker.chunker import Chunker
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,16 @@ class ReplyRun:
         self.target = llm.endpoint()
         self.attempt: uuid.UUID | None = None
         self.writes = 0
+        # Why the stream was closed early: "cancelled" or "time_limit".
+        self.stop_reason: str | None = None
+        self._stream: llm.ChatStream | None = None
+
+    def stop(self, reason: str) -> None:
+        """Close the model stream from any thread (a cancel, the time limit)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self._stream is not None:
+            self._stream.close()
 
     def run(self) -> str:
         """Stream the reply; return how it ended (done, failed, cancelled, skipped)."""
@@ -60,8 +71,20 @@ class ReplyRun:
             logger.info("reply %s is not pending; nothing to do", self.message_id)
             return "skipped"
         reply = selectors.message_get(message_id=self.message_id)
-        chunker = Chunker(reply.room.effective_granularity)
-        stream = llm.ChatStream(build_context(reply), self.target)
+        self._stream = llm.ChatStream(build_context(reply), self.target)
+        unregister = cancel.listener.register(self.message_id, lambda: self.stop("cancelled"))
+        timer = threading.Timer(settings.GPT_REPLY_TIME_LIMIT, self.stop, args=("time_limit",))
+        timer.daemon = True
+        timer.start()
+        try:
+            if reply.status != Status.STREAMING or reply.attempt != self.attempt:
+                return "cancelled"  # cancelled between the claim and the listener
+            return self._stream_into_row(self._stream, Chunker(reply.room.effective_granularity))
+        finally:
+            timer.cancel()
+            unregister()
+
+    def _stream_into_row(self, stream: llm.ChatStream, chunker: Chunker) -> str:
         usage: dict[str, int] | None = None
         model = ""
         try:
@@ -70,39 +93,45 @@ class ReplyRun:
                 model = piece.model or model
                 for text in chunker.feed(piece.text):
                     if not self._append(text):
-                        stream.close()
+                        self.stop("cancelled")
                         return "cancelled"
         except llm.LLMError as error:
-            self._append(chunker.finish())  # keep every word received
-            services.reply_fail(message_id=self.message_id, attempt=self.attempt, error=str(error))
-            logger.warning("reply %s failed: %s", self.message_id, error)
-            return "failed"
+            return self._fail(chunker, str(error))
         except Exception:
             logger.exception("reply %s crashed", self.message_id)
-            self._append(chunker.finish())
-            services.reply_fail(
-                message_id=self.message_id,
-                attempt=self.attempt,
-                error="The reply stopped because of an internal error.",
+            return self._fail(chunker, "The reply stopped because of an internal error.")
+        if self.stop_reason == "cancelled":
+            return "cancelled"
+        if self.stop_reason == "time_limit":
+            limit = settings.GPT_REPLY_TIME_LIMIT
+            return self._fail(
+                chunker, f"The reply took longer than {limit:g} seconds and was stopped."
             )
-            return "failed"
         if not self._append(chunker.finish()):
             return "cancelled"
         finished = services.reply_finish(
             message_id=self.message_id,
-            attempt=self.attempt,
+            attempt=self.attempt,  # type: ignore[arg-type]
             model=model or self.target.model,
             usage=usage,
         )
         return "done" if finished is not None else "cancelled"
 
+    def _fail(self, chunker: Chunker, error: str) -> str:
+        """Keep every word received, then mark the reply failed with ``error``."""
+        if not self._append(chunker.finish()):
+            return "cancelled"
+        failed = services.reply_fail(message_id=self.message_id, attempt=self.attempt, error=error)
+        logger.warning("reply %s failed: %s", self.message_id, error)
+        return "failed" if failed is not None else "cancelled"
+
     def _append(self, text: str) -> bool:
-        """Write ``text``; False once the row is no longer ours (cancelled)."""
+        """Write ``text``; False once the row is no longer ours (cancelled, taken over)."""
         if not text:
             return True
         assert self.attempt is not None  # noqa: S101
         self.writes += 1
-        return (
-            services.reply_append(message_id=self.message_id, attempt=self.attempt, text=text)
-            is not None
+        appended = services.reply_append(
+            message_id=self.message_id, attempt=self.attempt, text=text
         )
+        return appended is not None

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from datetime import timedelta
 
+from celery import shared_task
+from django.conf import settings
+
+from messages_app import services
 from worker.streaming import ReplyRun
 
 
@@ -11,3 +15,9 @@ from worker.streaming import ReplyRun
 def stream_reply(message_id: int) -> str:
     """Stream the @gpt reply ``message_id`` into its row; returns how it ended."""
     return ReplyRun(message_id).run()
+
+
+@shared_task(name="worker.tasks.fail_stale_replies")
+def fail_stale_replies() -> list[int]:
+    """The watchdog (Celery beat): fail open replies whose last write is too old."""
+    return services.replies_fail_stale(older_than=timedelta(seconds=settings.GPT_STALE_AFTER))
