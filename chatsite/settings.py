@@ -124,25 +124,30 @@ CHANNEL_LAYERS = {
 # The worker runs the threads pool (scripts/run.sh, docker-compose.yml): a reply
 # spends its life waiting on the model's socket, so one process holds many
 # streams. How the settings below fit together:
-# - acks_late + reject_on_worker_lost: a task is acknowledged when it ends, so a
-#   worker killed mid-stream leaves its task in Redis to be delivered again. The
-#   redelivered task finds the row no longer pending and exits (the attempt id
-#   guards every write, so nothing is doubled); the watchdog below marks such a
-#   row failed ("interrupted") with its partial text.
-# - prefetch 1: a worker reserves no more tasks than it has free threads.
-# - visibility_timeout (Redis transport, where it takes effect: broker transport
-#   options): an unacknowledged task is handed out again after this long. It must
-#   exceed the longest reply, or a reply still streaming would be delivered twice.
+# - acks early (acks_late off): a task is acknowledged when it starts. Late acks
+#   would redeliver the task of a worker that died mid-stream, but that task could
+#   only find its row already streaming and exit; the watchdog (beat, below) is
+#   what ends such a row, as failed "interrupted" with its partial text, long
+#   before a visibility timeout would redeliver anything. Late acks also cost a
+#   real failure: with a reply in flight, a lost Redis connection makes kombu
+#   restore unacked messages through a closed connection and the worker dies
+#   ("Unrecoverable error: AttributeError ... 'hostname'", seen here in
+#   tests/integration/test_failures.py). A task delivered twice all the same is
+#   harmless: the claim lets one attempt write the row.
+# - prefetch 1: a worker reserves no more tasks than it has free threads, so a
+#   queued reply is never stuck behind a busy worker while another one idles.
+# - visibility_timeout (Redis transport; it takes effect as a broker transport
+#   option): a reserved but unacknowledged task is handed out again after this
+#   long. It exceeds the longest reply, so no running reply is handed out twice.
 # - time limits: Celery enforces them only in the prefork pool, not in threads;
 #   the streaming run enforces GPT_REPLY_TIME_LIMIT itself (worker/streaming.py).
 # - a lost broker connection must not cancel running streams: they write to
-#   Postgres and finish; their acks are best effort.
+#   Postgres and finish on their own.
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_QUEUE", "chat")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 

@@ -135,7 +135,9 @@ def stack_env(
     return env
 
 
-def celery_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Process:
+def celery_worker(
+    env: dict[str, str], log_dir: Path, name: str = "worker", extra_args: tuple[str, ...] = ()
+) -> Process:
     return Process(
         name,
         [
@@ -155,15 +157,36 @@ def celery_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> P
             env["CELERY_TASK_QUEUE"],
             "-n",
             f"{name}-{os.getpid()}@%h",
+            *extra_args,
         ],
         env,
         log_dir,
     )
 
 
-def daphne(env: dict[str, str], log_dir: Path, port: int) -> Process:
+def redis_server(port: int, log_dir: Path) -> Process:
+    """A private Redis (no persistence), for tests that stop and restart it."""
     return Process(
-        "web",
+        f"redis-{port}",
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        dict(os.environ),
+        log_dir,
+    )
+
+
+def daphne(env: dict[str, str], log_dir: Path, port: int, name: str = "web") -> Process:
+    return Process(
+        name,
         [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
         env,
         log_dir,

@@ -3,19 +3,16 @@ Postgres and the Redis channel layer. Sockets are real WebSocket clients."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
 from typing import Any
 
 import pytest
-import websockets
 from asgiref.sync import sync_to_async
 
 from messages_app.models import Message, Room, Status, User
-from tests.conftest import Stack, session_cookie
+from tests.conftest import Stack
 from tests.live import ModelServer
-from tests.protocol import RoomView
+from tests.sockets import open_socket, reply_finished, wait_for_reply_id, wait_until_held
 from worker.chunker import Chunker
 from worker.demo_llm import tokenize
 
@@ -33,56 +30,6 @@ def expected_writes(granularity: str) -> int:
     chunker = Chunker(granularity)
     flushes = [f for token in tokenize(REPLY) for f in chunker.feed(token)]
     return len(flushes) + (1 if chunker.finish() else 0)
-
-
-class Socket:
-    """A real WebSocket client that applies frames to a RoomView as a browser does."""
-
-    def __init__(self, url: str, cookie: str, origin: str) -> None:
-        self.url, self.cookie, self.origin = url, cookie, origin
-        self.view = RoomView()
-        self.connection: Any = None
-
-    async def open(self) -> Socket:
-        self.connection = await websockets.connect(
-            self.url, additional_headers={"Cookie": self.cookie, "Origin": self.origin}
-        )
-        self.view.apply(await asyncio.wait_for(self.connection.recv(), 30))
-        assert self.view.snapshots == 1
-        return self
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.connection.send(json.dumps(frame))
-
-    async def until(self, predicate: Any, limit: float = 60) -> None:
-        """Apply frames until ``predicate(view)`` holds (``limit`` seconds at most)."""
-        async with asyncio.timeout(limit):
-            while not predicate(self.view):
-                self.view.apply(await self.connection.recv())
-
-    async def close(self) -> None:
-        await self.connection.close()
-
-
-async def open_socket(stack: Stack, room: Room, user: User) -> Socket:
-    cookie = await sync_to_async(session_cookie)(user)
-    return await Socket(stack.ws_url(room.slug), cookie, stack.http_url).open()
-
-
-async def wait_until_held(model_server: ModelServer, limit: float = 60) -> None:
-    """Wait until the model server is paused at ``hold_after`` in one stream."""
-    async with asyncio.timeout(limit):
-        while model_server.stats()["held_streams"] != 1:  # noqa: ASYNC110 - polls another process
-            await asyncio.sleep(0.02)
-
-
-def reply_finished(reply_id: int) -> Any:
-    return lambda view: view.status(reply_id) in {"done", "failed", "cancelled"}
-
-
-async def wait_for_reply_id(socket: Socket) -> int:
-    await socket.until(lambda view: view.reply_ids())
-    return socket.view.reply_ids()[-1]
 
 
 @pytest.mark.parametrize("granularity", ["token", "word", "sentence"])
