@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -16,6 +17,8 @@ from messages_app.selectors import room_snapshot
 from messages_app.services import ClientError
 
 logger = logging.getLogger(__name__)
+
+_SLUG_RE = re.compile(r"[-a-zA-Z0-9_]{1,80}")
 
 # Close codes (4000-4999 are the application's): the browser shows why.
 CLOSE_UNAUTHENTICATED = 4401
@@ -130,4 +133,8 @@ def _parse_frame(text_data: str) -> dict[str, Any]:
 
 @database_sync_to_async
 def _room_by_slug(slug: str) -> Room | None:
+    # A slug no room can have (too long, NUL or other characters from the URL)
+    # is not looked up: Postgres would refuse a NUL outright.
+    if not _SLUG_RE.fullmatch(slug):
+        return None
     return Room.objects.filter(slug=slug).first()

@@ -231,3 +231,33 @@ async def test_consumer_relays_deltas_after_the_snapshot(room: Room, alice: User
         "text": "lo",
     }
     await communicator.disconnect()
+
+
+async def test_consumer_refuses_a_room_slug_longer_than_any_room(room: Room, alice: User) -> None:
+    for slug in ("x" * 500, "%00", "caf%C3%A9"):
+        communicator = await connect(room, alice, slug=slug)
+        connected, code = await communicator.connect()
+        assert (connected, code) == (False, 4404)
+
+
+async def test_consumer_post_with_nul_and_control_characters_is_stored_clean(
+    socket: WebsocketCommunicator,
+) -> None:
+    await socket.send_json_to({"type": "post", "body": "a\u0000b\u0007c\u001bd"})
+    frame = await receive(socket)
+    assert frame["message"]["body"] == "abcd"
+    row = await sync_to_async(Message.objects.get)()
+    assert row.body == "abcd"
+
+
+async def test_consumer_rate_limit_is_an_error_frame_and_stores_nothing(
+    socket: WebsocketCommunicator, settings: Any
+) -> None:
+    settings.GPT_MAX_OPEN_REPLIES_PER_USER = 1
+    await socket.send_json_to({"type": "post", "body": "@gpt first"})
+    await receive(socket)
+    await receive(socket)
+    await socket.send_json_to({"type": "post", "body": "@gpt second"})
+    error = await receive(socket)
+    assert (error["type"], error["code"]) == ("error", "rate_limited")
+    assert await sync_to_async(Message.objects.count)() == 2

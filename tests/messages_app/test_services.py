@@ -342,3 +342,68 @@ def test_room_create_makes_unique_slugs_and_validates(alice: User) -> None:
     with pytest.raises(ClientError, match="granularity"):
         services.room_create(name="G", granularity="line", created_by=alice)
     assert Room.objects.count() == 2
+
+
+def test_message_post_refuses_more_open_replies_than_the_limit(
+    room: Room, alice: User, bob: User, outbox: Outbox, settings: Any
+) -> None:
+    settings.GPT_MAX_OPEN_REPLIES_PER_USER = 2
+    services.message_post(room=room, author=alice, body="@gpt one")
+    services.message_post(room=room, author=alice, body="@gpt two")
+    with pytest.raises(ClientError) as caught:
+        services.message_post(room=room, author=alice, body="@gpt three")
+    assert caught.value.code == "rate_limited"
+    assert "2 @gpt replies in progress" in caught.value.detail
+    assert not Message.objects.filter(body="@gpt three").exists()
+    # Plain messages are not limited, nor are other users.
+    services.message_post(room=room, author=alice, body="just talking")
+    services.message_post(room=room, author=bob, body="@gpt mine")
+    assert Message.objects.filter(role="assistant").count() == 3
+
+
+def test_message_post_open_limit_frees_up_when_a_reply_ends(
+    room: Room, alice: User, outbox: Outbox, settings: Any
+) -> None:
+    settings.GPT_MAX_OPEN_REPLIES_PER_USER = 1
+    first = _pending_reply(room, alice)
+    services.reply_cancel(room=room, message_id=first.pk)
+    assert services.message_post(room=room, author=alice, body="@gpt again").reply is not None
+
+
+def test_message_post_refuses_more_replies_a_minute_than_the_limit(
+    room: Room, alice: User, outbox: Outbox, settings: Any
+) -> None:
+    settings.GPT_MAX_REPLIES_PER_MINUTE = 2
+    for _ in range(2):
+        reply = _pending_reply(room, alice)
+        services.reply_cancel(room=room, message_id=reply.pk)
+    with pytest.raises(ClientError, match="At most 2 @gpt requests a minute"):
+        services.message_post(room=room, author=alice, body="@gpt third")
+    # An hour later the window has moved on.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Message.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    assert services.message_post(room=room, author=alice, body="@gpt later").reply is not None
+
+
+def test_reply_is_failed_at_once_when_the_task_cannot_be_queued(
+    room: Room,
+    alice: User,
+    outbox: Outbox,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379")
+
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.message_post(room=room, author=alice, body="@gpt hello?")
+    assert result.reply is not None
+    reply = Message.objects.get(pk=result.reply.pk)
+    assert reply.status == Status.FAILED
+    assert reply.error == "The reply could not be queued (the task broker is unreachable)."
+    assert Message.objects.get(pk=result.message.pk).body == "@gpt hello?"
+    assert outbox.frames[-1][1]["message"]["status"] == "failed"

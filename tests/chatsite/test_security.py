@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.test import Client
+
+from tests.live import ROOT
+
+pytestmark = pytest.mark.django_db
+
+
+def test_pages_send_a_content_security_policy_without_inline_script(client: Client) -> None:
+    response = client.get("/admin/login/", HTTP_HOST="localhost")
+    policy = response["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["object-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'"
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert directives["connect-src"] == "'self' ws://localhost wss://localhost"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_forms_refuse_a_post_without_a_csrf_token() -> None:
+    client = Client(enforce_csrf_checks=True)
+    response = client.post("/admin/login/", {"username": "a", "password": "b"})
+    assert response.status_code == 403
+
+
+def _settings(**env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GPT_"))}
+    full.update(env)
+    code = (
+        "import json, chatsite.settings as s; print(json.dumps({k: getattr(s, k, None) for k in "
+        "['DEBUG', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SECURE_PROXY_SSL_HEADER', "
+        "'SECURE_HSTS_SECONDS', 'SESSION_COOKIE_HTTPONLY']}))"
+    )
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+KEY = "k" * 50
+
+
+def test_production_refuses_debug() -> None:
+    result = _settings(DJANGO_ENV="production", DJANGO_DEBUG="true", DJANGO_SECRET_KEY=KEY)
+    assert result.returncode != 0
+    assert "DJANGO_DEBUG must be off when DJANGO_ENV=production" in result.stderr
+
+
+@pytest.mark.parametrize("key", ["", "short-key"])
+def test_production_refuses_a_missing_or_short_secret_key(key: str) -> None:
+    result = _settings(DJANGO_ENV="production", DJANGO_SECRET_KEY=key)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_production_refuses_the_development_key() -> None:
+    from chatsite.settings import _DEV_SECRET_KEY
+
+    result = _settings(DJANGO_ENV="production", DJANGO_SECRET_KEY=_DEV_SECRET_KEY)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+def test_production_runs_without_debug_and_with_secure_cookies_behind_https() -> None:
+    result = _settings(DJANGO_ENV="production", DJANGO_SECRET_KEY=KEY, DJANGO_HTTPS="true")
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["DEBUG"] is False
+    assert values["SESSION_COOKIE_SECURE"] is True
+    assert values["CSRF_COOKIE_SECURE"] is True
+    assert values["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert values["SECURE_HSTS_SECONDS"] == 31536000
+    assert values["SESSION_COOKIE_HTTPONLY"] is True
+
+
+def test_development_cookies_are_not_marked_secure() -> None:
+    result = _settings()
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["DEBUG"] is True
+    assert values["SESSION_COOKIE_SECURE"] is None
