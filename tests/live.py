@@ -20,6 +20,24 @@ PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 
 
+def python_with_env(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with the project's settings-related
+    variables (DJANGO_*, GPT_*, DATABASE_*) replaced by ``env``."""
+    full = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GPT_", "DATABASE_"))
+    }
+    full.update(env)
+    return subprocess.run(  # noqa: S603 - our own interpreter and code
+        [PYTHON, "-c", code],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

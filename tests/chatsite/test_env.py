@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -17,7 +15,7 @@ from chatsite.env import (
     env_str,
     parse_database_url,
 )
-from tests.live import ROOT
+from tests.live import python_with_env
 
 
 def test_env_str_uses_default_when_unset_or_blank() -> None:
@@ -102,19 +100,7 @@ def test_check_redis_url_rejects_other_schemes() -> None:
 
 
 def _settings_import(**env: str) -> subprocess.CompletedProcess[str]:
-    full = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GPT_", "DATABASE_"))
-    }
-    full.update(env)
-    return subprocess.run(  # noqa: S603
-        [sys.executable, "-c", "import chatsite.settings"],
-        cwd=ROOT,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return python_with_env("import chatsite.settings", **env)
 
 
 def test_settings_refuse_production_without_a_secret_key() -> None:

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 from django.test import Client
 
-from tests.live import ROOT
+from tests.live import python_with_env
 
 pytestmark = pytest.mark.django_db
 
@@ -33,22 +31,12 @@ def test_forms_refuse_a_post_without_a_csrf_token() -> None:
 
 
 def _settings(**env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GPT_"))}
-    full.update(env)
     code = (
         "import json, chatsite.settings as s; print(json.dumps({k: getattr(s, k, None) for k in "
         "['DEBUG', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SECURE_PROXY_SSL_HEADER', "
         "'SECURE_HSTS_SECONDS', 'SESSION_COOKIE_HTTPONLY']}))"
     )
-    return subprocess.run(  # noqa: S603
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return python_with_env(code, **env)
 
 
 KEY = "k" * 50

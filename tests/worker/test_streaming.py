@@ -49,6 +49,25 @@ def row(message: Message) -> Message:
     return Message.objects.get(pk=message.pk)
 
 
+def run_until_held(
+    model: ModelServer, reply: Message, body: str
+) -> tuple[threading.Thread, list[str]]:
+    """Stream ``reply`` in a thread until the model holds and the row has ``body``.
+
+    Returns the thread and the list its outcome is appended to.
+    """
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(streaming.ReplyRun(reply.pk).run()))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while (model.stats()["held_streams"] != 1 or row(reply).body != body) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    assert row(reply).body == body
+    return thread, outcome
+
+
 def test_run_streams_the_whole_reply(model: ModelServer, room: Room, alice: User) -> None:
     reply = ask(room, alice)
     assert streaming.ReplyRun(reply.pk).run() == "done"
@@ -170,16 +189,7 @@ def test_cancel_closes_the_model_stream_and_nothing_is_appended_after(
     model.control(hold_after=3)
     Room.objects.filter(pk=room.pk).update(granularity="token")
     reply = ask(room, alice)
-    run = streaming.ReplyRun(reply.pk)
-    outcome: list[str] = []
-    thread = threading.Thread(target=lambda: outcome.append(run.run()))
-    thread.start()
-    deadline = time.monotonic() + 30
-    while (
-        model.stats()["held_streams"] != 1 or row(reply).body != "one two three"
-    ) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert row(reply).body == "one two three"
+    thread, outcome = run_until_held(model, reply, body="one two three")
     cancelled_at = time.time()
     services.reply_cancel(room=room, message_id=reply.pk)
     thread.join(30)
@@ -198,13 +208,7 @@ def test_a_second_delivery_of_the_task_changes_nothing(
 ) -> None:
     model.control(hold_after=2)
     reply = ask(room, alice)
-    first = streaming.ReplyRun(reply.pk)
-    outcome: list[str] = []
-    thread = threading.Thread(target=lambda: outcome.append(first.run()))
-    thread.start()
-    deadline = time.monotonic() + 30
-    while model.stats()["held_streams"] != 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    thread, outcome = run_until_held(model, reply, body="one ")
     assert streaming.ReplyRun(reply.pk).run() == "skipped"
     model.control(release=True)
     thread.join(30)
