@@ -314,7 +314,7 @@
 
   function afterGrowth(wasAtBottom) {
     if (wasAtBottom) scrollToBottom();
-    else jump.hidden = false;
+    else if (!nearBottom()) jump.hidden = false; // (our own post has scrolled down already)
   }
 
   scroller.addEventListener("scroll", () => {
