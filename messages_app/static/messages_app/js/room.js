@@ -199,6 +199,12 @@
     list.insertBefore(entry.el, next);
   }
 
+  function oldestId() {
+    let oldest = Infinity;
+    for (const id of rows.keys()) oldest = Math.min(oldest, id);
+    return oldest;
+  }
+
   function isLast(entry) {
     return entry.el === list.lastElementChild;
   }
@@ -242,6 +248,7 @@
   function applyDelta(frame) {
     const entry = rows.get(frame.id);
     if (entry && frame.version <= entry.row.version) return false; // already included
+    if (!entry && frame.id < oldestId()) return false; // a row older than the page shows
     if (!entry || frame.offset !== entry.length) {
       resync();
       return false;
@@ -348,46 +355,92 @@
     const ws = new WebSocket(`${scheme}://${location.host}/ws/rooms/${encodeURIComponent(slug)}/`);
     socket = ws;
     synced = false;
+    let opened = false;
+    ws.addEventListener("open", () => {
+      opened = true;
+    });
     ws.addEventListener("message", (event) => {
       if (ws === socket) onFrame(event.data);
     });
     ws.addEventListener("close", (event) => {
-      if (ws === socket) onClose(event);
+      if (ws === socket) onClose(event, opened);
     });
   }
 
-  function onClose(event) {
+  function onClose(event, opened) {
     socket = null;
     synced = false;
     if (leaving) return;
     if (event.code === CLOSE_UNAUTHENTICATED) {
-      closedForGood = true;
-      setConnection("offline", "Signed out");
-      location.assign(`${loginUrl}?next=${encodeURIComponent(location.pathname)}`);
+      signedOut();
       return;
     }
     if (event.code === CLOSE_ROOM_NOT_FOUND) {
-      closedForGood = true;
-      setConnection("offline", "This room no longer exists");
-      input.disabled = true;
-      sendButton.disabled = true;
+      roomGone();
       return;
     }
+    scheduleReconnect();
+    if (!opened) checkAccess();
+  }
+
+  async function checkAccess() {
+    // The server refuses a socket before accepting it, and a browser then sees
+    // a bare failure (1006) instead of 4401/4404. Ask the page itself why: a
+    // redirect means signed out, 404 a room that is gone; no answer means the
+    // server is away, and the retries go on.
+    let response;
+    try {
+      response = await fetch(location.pathname, { redirect: "manual", cache: "no-store" });
+    } catch {
+      return;
+    }
+    if (response.type === "opaqueredirect") signedOut();
+    else if (response.status === 404) roomGone();
+  }
+
+  function signedOut() {
+    closedForGood = true;
+    clearTimeout(retryTimer);
+    setConnection("offline", "Signed out");
+    const next = encodeURIComponent(location.pathname).replace(/%2F/g, "/");
+    location.assign(`${loginUrl}?next=${next}`);
+  }
+
+  function roomGone() {
+    closedForGood = true;
+    clearTimeout(retryTimer);
+    setConnection("offline", "This room no longer exists");
+    input.disabled = true;
+    sendButton.disabled = true;
+  }
+
+  function scheduleReconnect() {
     const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** attempts) * (0.8 + Math.random() * 0.4);
     attempts += 1;
     setConnection("reconnecting", "Reconnecting…");
+    clearTimeout(retryTimer);
     retryTimer = setTimeout(connect, delay);
   }
 
+  let lastResyncAt = 0;
+
   function resync() {
     // A gap: this socket's stream can no longer be trusted. Drop it (its late
-    // frames are ignored) and take a fresh snapshot on a new one.
+    // frames are ignored) and take a fresh snapshot on a new one: at once, or
+    // after the usual backoff if the last resync was only just now.
     const old = socket;
     socket = null;
     synced = false;
     if (old) old.close(1000, "resync");
-    setConnection("reconnecting", "Catching up…");
-    connect();
+    const now = Date.now();
+    const again = now - lastResyncAt < 2000;
+    lastResyncAt = now;
+    if (again) {
+      scheduleReconnect();
+    } else {
+      setConnection("reconnecting", "Catching up…");
+      connect();
+    }
   }
 
   function reconnectNow() {
