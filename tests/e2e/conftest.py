@@ -99,6 +99,12 @@ class Browsing:
     contexts: list[BrowserContext] = field(default_factory=list)
     pages: list[Page] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Console errors a test causes on purpose (text fragments).
+    expected_console: list[str] = field(
+        # While a test has stopped the server, the page's reconnects (and its
+        # check of the page itself) fail, and the browser logs them.
+        default_factory=lambda: ["WebSocket", "ERR_CONNECTION_REFUSED"]
+    )
 
     def context(
         self, user: User | None = None, viewport: dict[str, int] | None = None
@@ -133,8 +139,8 @@ class Browsing:
 
         def on_console(message: ConsoleMessage) -> None:
             text = message.text
-            # A dropped socket is logged by the browser itself; that is expected here.
-            if message.type == "error" and "WebSocket" not in text:
+            expected = any(fragment in text for fragment in self.expected_console)
+            if message.type == "error" and not expected:
                 self.problems.append(f"{label} console error: {text}")
 
         page.on("console", on_console)

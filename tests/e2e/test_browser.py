@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.contrib.sessions.models import Session
 from playwright.sync_api import Locator, Page, WebSocketRoute, expect
 
 from messages_app.models import Message, Role, Room, Status, User
@@ -490,6 +492,53 @@ def test_a_gap_in_deltas_is_repaired_by_a_resync(
     assert len(connections) == 2  # one resync, on the first gap
     assert_only_prefixes(bodies_seen(b))
     assert row_of(reply(b)).body == REPLY
+
+
+def room_with_droppable_socket(
+    browsing: Browsing, user: User, room: Room
+) -> tuple[Page, list[WebSocketRoute]]:
+    """``user``'s page on ``room``, with a handle to drop its socket as a network would."""
+    sockets: list[WebSocketRoute] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        sockets.append(ws)
+        ws.connect_to_server()  # frames and closes pass through untouched
+
+    context = browsing.context(user)
+    context.route_web_socket(re.compile(r"/ws/rooms/"), route)
+    page = context.new_page()
+    browsing.watch(page)
+    page.goto(f"/rooms/{room.slug}/")
+    expect_live(page)
+    return page, sockets
+
+
+def test_a_page_whose_session_ended_sends_its_user_to_log_in_and_back(
+    browsing: Browsing, stack: Stack, alice: User, trip: Room
+) -> None:
+    page, sockets = room_with_droppable_socket(browsing, alice, trip)
+    # The tests hash passwords with MD5 for speed; the served app does not know it.
+    hashed = PBKDF2PasswordHasher().encode(PASSWORD, PBKDF2PasswordHasher().salt())
+    User.objects.filter(pk=alice.pk).update(password=hashed)
+    # Signed out elsewhere, then the connection drops: the server refuses the
+    # reconnect and the page sends its user to log in, and back.
+    Session.objects.all().delete()
+    sockets[-1].close(code=1012, reason="server restart")
+    expect(page).to_have_url(f"{stack.http_url}/accounts/login/?next=/rooms/{trip.slug}/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{stack.http_url}/rooms/{trip.slug}/")
+    expect_live(page)
+
+
+def test_a_page_whose_room_was_deleted_says_so(browsing: Browsing, alice: User, trip: Room) -> None:
+    page, sockets = room_with_droppable_socket(browsing, alice, trip)
+    browsing.expected_console.append("status of 404")  # the page's check of itself
+    trip.delete()
+    sockets[-1].close(code=1012, reason="server restart")
+    expect(page.locator("#connection")).to_have_text("This room no longer exists")
+    expect(composer(page)).to_be_disabled()
 
 
 # --- reading --------------------------------------------------------------------------------------
