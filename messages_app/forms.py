@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -27,14 +27,14 @@ class SignupForm(UserCreationForm):
     class Meta(UserCreationForm.Meta):
         model = User
         fields = ("username", "display_name")
-        labels: ClassVar[dict[str, str]] = {"display_name": "Display name"}
-        help_texts: ClassVar[dict[str, str]] = {
+        labels = {"display_name": "Display name"}
+        help_texts = {
             "username": "You log in with this. Letters, digits and @/./+/-/_ only.",
             "display_name": "What others see next to your messages, e.g. “Alice Martin”.",
         }
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.fields["display_name"].required = True
         self.fields["display_name"].error_messages["required"] = "Choose the name others will see."
         self.fields["display_name"].widget.attrs["autocomplete"] = "nickname"

@@ -85,12 +85,7 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
             return HttpResponseRedirect(request.path)
     rows = room_snapshot(room=room)
     status = 400 if form.errors else 200
-    context = {
-        "room": room,
-        "rows": rows,
-        "form": form,
-        "max_body_length": settings.CHAT_MAX_BODY_LENGTH,
-    }
+    context = {"room": room, "rows": rows, "form": form}
     return render(request, "messages_app/room.html", context, status=status)
 
 
