@@ -2,8 +2,8 @@
 
 Playwright cannot download its browsers here: it drives Debian's ``chromium``
 (CONVENTIONS.md, pitfalls). Every room page is served under a strict
-Content-Security-Policy (added here, in the browser) that forbids inline script,
-and a page that breaks it, or throws, fails its test.
+Content-Security-Policy that forbids inline script (added here, in the browser,
+when the app sends none), and a page that breaks it, or throws, fails its test.
 """
 
 from __future__ import annotations
@@ -87,7 +87,10 @@ def _add_csp(route: Route) -> None:
         route.fallback()
         return
     response = route.fetch(max_redirects=0)
-    route.fulfill(response=response, headers={**response.headers, "content-security-policy": CSP})
+    headers = dict(response.headers)
+    # The app's own policy, once it sends one, is the one under test.
+    headers.setdefault("content-security-policy", CSP)
+    route.fulfill(response=response, headers=headers)
 
 
 @dataclass
