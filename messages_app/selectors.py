@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Max, Q, QuerySet
+from django.db.models.functions import Coalesce
 
 from messages_app.models import Message, Role, Room, Status
 
@@ -62,10 +63,15 @@ def room_snapshot(*, room: Room, limit: int | None = None) -> list[dict[str, Any
 
 
 def room_list() -> QuerySet[Room]:
-    """Rooms with ``last_activity`` (their newest message, or creation), most recent first."""
-    return Room.objects.annotate(last_message_at=Max("messages__created_at")).order_by(
-        "-last_message_at", "-created_at"
-    )
+    """Rooms, most recently active first.
+
+    Annotated with ``last_message_at`` (their newest message, or None) and
+    ``last_activity`` (that, or the room's creation).
+    """
+    return Room.objects.annotate(
+        last_message_at=Max("messages__created_at"),
+        last_activity=Coalesce(Max("messages__created_at"), "created_at"),
+    ).order_by("-last_activity", "-id")
 
 
 def reply_context_messages(*, reply: Message, limit: int, max_chars: int) -> list[Message]:

@@ -107,6 +107,16 @@ def _enqueue_reply(message_id: int) -> None:
     transaction.on_commit(enqueue)
 
 
+# --- accounts -------------------------------------------------------------------
+
+
+@transaction.atomic
+def user_create(*, username: str, password: str, display_name: str = "") -> User:
+    """Create an account; the caller has validated the username and the password."""
+    display_name = " ".join(clean_text(display_name).split())
+    return User.objects.create_user(username=username, password=password, display_name=display_name)
+
+
 # --- rooms --------------------------------------------------------------------
 
 

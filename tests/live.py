@@ -133,6 +133,9 @@ def stack_env(
 
     db = settings.DATABASES["default"]
     env = dict(os.environ)
+    # The browser tests allow sync ORM calls in their own process only; the
+    # served app must keep Django's guard against them.
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "chatsite.settings",

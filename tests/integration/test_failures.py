@@ -109,7 +109,9 @@ async def test_a_task_delivered_twice_never_doubles_text(
 ) -> None:
     socket, reply_id = await start_held_reply(stack, held_model, token_room, alice)
     # The broker hands the same reply out again (as after a visibility timeout).
-    await sync_to_async(celery_app.send_task)("worker.tasks.stream_reply", args=[reply_id])
+    await sync_to_async(celery_app.send_task)(
+        "worker.tasks.stream_reply", args=[reply_id], queue=stack.env["CELERY_TASK_QUEUE"]
+    )
     await wait_for_log(stack.worker, f"reply {reply_id} is not pending")
     held_model.control(release=True)
     await socket.until(reply_finished(reply_id))

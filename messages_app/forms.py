@@ -1,0 +1,94 @@
+"""Forms of the pages. They validate input; the writes are in ``services``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import UserCreationForm
+
+from messages_app.models import Granularity, Room, User
+from messages_app.services import ClientError
+
+# Which field a ``ClientError`` of ``services.room_create`` belongs to.
+ROOM_ERROR_FIELDS = {
+    "invalid_name": "name",
+    "name_too_long": "name",
+    "invalid_slug": "slug",
+    "slug_taken": "slug",
+    "invalid_granularity": "granularity",
+}
+
+
+class SignupForm(UserCreationForm):
+    """Username, display name and the password twice (Django's checks apply)."""
+
+    class Meta(UserCreationForm.Meta):
+        model = User
+        fields = ("username", "display_name")
+        labels = {"display_name": "Display name"}
+        help_texts = {
+            "username": "You log in with this. Letters, digits and @/./+/-/_ only.",
+            "display_name": "What others see next to your messages, e.g. “Alice Martin”.",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["display_name"].required = True
+        self.fields["display_name"].error_messages["required"] = "Choose the name others will see."
+        self.fields["display_name"].widget.attrs["autocomplete"] = "nickname"
+        self.fields["username"].widget.attrs["autocomplete"] = "username"
+
+    def clean_display_name(self) -> str:
+        return " ".join(self.cleaned_data.get("display_name", "").split())
+
+
+class RoomForm(forms.Form):
+    """A new room: its name, and optionally its address and reply granularity."""
+
+    # No max_length here: ``services.room_create`` is the one place that checks
+    # (after it normalises whitespace); ``maxlength`` only helps the browser.
+    name = forms.CharField(
+        label="Room name",
+        widget=forms.TextInput(
+            attrs={
+                "placeholder": "e.g. Weekend plans",
+                "autocomplete": "off",
+                "maxlength": Room._meta.get_field("name").max_length,
+            }
+        ),
+    )
+    slug = forms.CharField(
+        label="Address",
+        required=False,
+        help_text="Optional: /rooms/<address>/. Made from the name when left empty.",
+        widget=forms.TextInput(
+            attrs={
+                "placeholder": "weekend-plans",
+                "autocomplete": "off",
+                "maxlength": Room._meta.get_field("slug").max_length,
+            }
+        ),
+    )
+    granularity = forms.ChoiceField(
+        label="Stream @gpt replies",
+        required=False,
+        choices=[
+            ("", f"site default ({settings.GPT_STREAM_GRANULARITY})"),
+            *[(value, label) for value, label in Granularity.choices if value],
+        ],
+    )
+
+    def add_client_error(self, error: ClientError) -> None:
+        """Show a ``ClientError`` of ``services.room_create`` on the field it concerns."""
+        field = ROOM_ERROR_FIELDS.get(error.code)
+        if field == "slug" and not self.cleaned_data.get("slug"):
+            field = "name"  # the address was to be made from the name
+        self.add_error(field, error.detail)
+
+
+class PostForm(forms.Form):
+    """The composer, when the page is used without JavaScript (a plain form POST)."""
+
+    body = forms.CharField(label="Message", strip=False, widget=forms.Textarea)

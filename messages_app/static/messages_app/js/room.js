@@ -1,0 +1,588 @@
+/*
+ * The live room page. Keeps the rows of the page in step with the room over the
+ * WebSocket protocol of DESIGN.md, and runs the composer. No framework, no build.
+ *
+ * What the page holds per row is the row as the server last sent it: its body,
+ * its version and the body's length in code points. The rules of the protocol:
+ * - "snapshot" (once per connection) replaces everything the page holds;
+ * - "message" replaces a row when its version is above the one held;
+ * - "delta" is dropped when its version is not above the one held, applied when
+ *   its offset is the length of the held text, and anything else is a gap that
+ *   is repaired by reconnecting (the fresh snapshot is authoritative);
+ * - "error" answers a frame of ours: the post in flight, or a cancel.
+ */
+(function () {
+  "use strict";
+
+  const root = document.getElementById("chat");
+  if (!root) return;
+
+  const slug = root.dataset.roomSlug;
+  const loginUrl = root.dataset.loginUrl;
+  const scroller = document.getElementById("scroller");
+  const list = document.getElementById("messages");
+  const empty = document.getElementById("empty");
+  const jump = document.getElementById("jump");
+  const notice = document.getElementById("notice");
+  const connection = document.getElementById("connection");
+  const form = document.getElementById("composer");
+  const input = document.getElementById("composer-body");
+  const sendButton = document.getElementById("send");
+  const composerError = document.getElementById("composer-error");
+
+  const CLOSE_UNAUTHENTICATED = 4401;
+  const CLOSE_ROOM_NOT_FOUND = 4404;
+  const CANCEL_ERRORS = new Set(["invalid_id", "not_found", "not_streaming"]);
+  const OPEN = new Set(["pending", "streaming"]);
+  const STATE_LABELS = {
+    pending: "waiting for the model",
+    streaming: "writing…",
+    failed: "failed",
+    cancelled: "stopped",
+    done: "",
+  };
+  const DEMO_MODEL = "demo";
+  const RETRY_MIN_MS = 500;
+  const RETRY_MAX_MS = 5000;
+  const STICKY_PX = 48;
+
+  const ARTICLE_HTML =
+    '<div class="msg__avatar" aria-hidden="true"></div>' +
+    '<div class="msg__main">' +
+    '<header class="msg__meta">' +
+    '<span class="msg__author"></span>' +
+    '<span class="msg__model" hidden></span>' +
+    '<time class="msg__time"></time>' +
+    '<span class="msg__state" hidden></span>' +
+    "</header>" +
+    '<div class="msg__body md"></div>' +
+    '<p class="msg__error" hidden></p>' +
+    '<div class="msg__actions" hidden>' +
+    '<button type="button" class="button button--small button--stop" data-action="stop">Stop</button>' +
+    "</div>" +
+    "</div>";
+
+  /** id -> {row, length, el, parts, painted, stopping} */
+  const rows = new Map();
+
+  // --- rendering -------------------------------------------------------------
+
+  function codePoints(text) {
+    return Array.from(text).length;
+  }
+
+  function avatarHue(name) {
+    // The same sum as the avatar_hue filter of messages_app/templatetags/chat.py.
+    let sum = 0;
+    for (const ch of name || "") sum += ch.codePointAt(0);
+    return sum % 8;
+  }
+
+  function initial(name) {
+    const first = Array.from((name || "?").trim())[0];
+    return first ? first.toUpperCase() : "?";
+  }
+
+  const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  const dayFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
+  const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
+
+  function shortTime(date) {
+    const today = new Date();
+    const sameDay = date.toDateString() === today.toDateString();
+    return sameDay ? timeFormat.format(date) : `${dayFormat.format(date)}, ${timeFormat.format(date)}`;
+  }
+
+  function build() {
+    const el = document.createElement("article");
+    el.innerHTML = ARTICLE_HTML; // static markup: every value is set as text below
+    return {
+      el,
+      parts: {
+        avatar: el.querySelector(".msg__avatar"),
+        author: el.querySelector(".msg__author"),
+        model: el.querySelector(".msg__model"),
+        time: el.querySelector(".msg__time"),
+        state: el.querySelector(".msg__state"),
+        body: el.querySelector(".msg__body"),
+        error: el.querySelector(".msg__error"),
+        actions: el.querySelector(".msg__actions"),
+        stop: el.querySelector("[data-action=stop]"),
+      },
+      painted: { body: null, open: null, created: null },
+      stopping: false,
+    };
+  }
+
+  function paint(entry) {
+    const { row, el, parts, painted } = entry;
+    const assistant = row.role === "assistant";
+    const open = OPEN.has(row.status);
+    el.className = `msg msg--${row.role} hue-${assistant ? "gpt" : avatarHue(row.author)}`;
+    el.dataset.messageId = row.id;
+    el.dataset.role = row.role;
+    el.dataset.status = row.status;
+    el.dataset.version = row.version;
+    if (open) el.setAttribute("aria-busy", "true");
+    else el.removeAttribute("aria-busy");
+
+    parts.avatar.textContent = assistant ? "✦" : initial(row.author);
+    parts.author.textContent = assistant ? "GPT" : row.author || "(deleted user)";
+
+    parts.model.hidden = !row.model;
+    const demo = row.model === DEMO_MODEL;
+    parts.model.textContent = demo ? "demo model · no API key" : row.model || "";
+    parts.model.classList.toggle("msg__model--demo", demo);
+    if (demo) {
+      parts.model.title = "No OPENAI_API_KEY is set: this reply comes from the built-in demo model.";
+    } else {
+      parts.model.removeAttribute("title");
+    }
+
+    if (painted.created !== row.created_at) {
+      const created = new Date(row.created_at);
+      parts.time.dateTime = row.created_at;
+      parts.time.textContent = shortTime(created);
+      parts.time.title = fullFormat.format(created);
+      painted.created = row.created_at;
+    }
+
+    const label = STATE_LABELS[row.status] ?? row.status;
+    parts.state.textContent = label;
+    parts.state.hidden = !label;
+
+    if (painted.body !== row.body || painted.open !== open) {
+      if (row.body) {
+        parts.body.replaceChildren(window.ChatMarkdown.render(row.body));
+      } else if (open) {
+        const thinking = document.createElement("p");
+        thinking.className = "thinking";
+        thinking.textContent = "thinking…";
+        parts.body.replaceChildren(thinking);
+      } else {
+        parts.body.replaceChildren();
+      }
+      painted.body = row.body;
+      painted.open = open;
+    }
+
+    parts.error.hidden = !row.error;
+    parts.error.textContent = row.error ? `Failed: ${row.error}` : "";
+
+    parts.actions.hidden = !(assistant && open);
+    parts.stop.disabled = entry.stopping;
+    parts.stop.textContent = entry.stopping ? "Stopping…" : "Stop";
+  }
+
+  function upsert(row) {
+    let entry = rows.get(row.id);
+    if (!entry) {
+      entry = build();
+      rows.set(row.id, entry);
+      entry.row = row;
+      place(entry);
+    }
+    entry.row = { ...row };
+    entry.length = codePoints(row.body);
+    if (!OPEN.has(row.status)) entry.stopping = false;
+    paint(entry);
+    return entry;
+  }
+
+  function place(entry) {
+    // Rows are in id order; a new one is nearly always the last.
+    let next = null;
+    for (const child of Array.from(list.children).reverse()) {
+      if (Number(child.dataset.messageId) > entry.row.id) next = child;
+      else break;
+    }
+    list.insertBefore(entry.el, next);
+  }
+
+  function oldestId() {
+    let oldest = Infinity;
+    for (const id of rows.keys()) oldest = Math.min(oldest, id);
+    return oldest;
+  }
+
+  function isLast(entry) {
+    return entry.el === list.lastElementChild;
+  }
+
+  function updateEmpty() {
+    empty.hidden = rows.size > 0;
+  }
+
+  // --- applying frames ---------------------------------------------------------
+
+  function applySnapshot(messages) {
+    const keep = new Set(messages.map((m) => m.id));
+    for (const [id, entry] of rows) {
+      if (!keep.has(id)) {
+        entry.el.remove();
+        rows.delete(id);
+      }
+    }
+    for (const message of messages) {
+      const entry = rows.get(message.id);
+      if (entry) entry.stopping = false;
+      upsert(message);
+    }
+    // Drop whatever the server rendered that is not a row (first load).
+    for (const child of Array.from(list.children)) {
+      const entry = rows.get(Number(child.dataset.messageId));
+      if (!entry || entry.el !== child) child.remove();
+    }
+    updateEmpty();
+  }
+
+  function applyMessage(message) {
+    const entry = rows.get(message.id);
+    if (entry && message.version <= entry.row.version) return false;
+    const updated = upsert(message);
+    updateEmpty();
+    if (outbox && message.client_id && message.client_id === outbox.clientId) postSucceeded();
+    return isLast(updated);
+  }
+
+  function applyDelta(frame) {
+    const entry = rows.get(frame.id);
+    if (entry && frame.version <= entry.row.version) return false; // already included
+    if (!entry && frame.id < oldestId()) return false; // a row older than the page shows
+    if (!entry || frame.offset !== entry.length) {
+      resync();
+      return false;
+    }
+    entry.row.body += frame.text;
+    entry.row.version = frame.version;
+    entry.length += codePoints(frame.text);
+    paint(entry);
+    return isLast(entry);
+  }
+
+  function onError(frame) {
+    if (outbox && outbox.sent && !CANCEL_ERRORS.has(frame.code)) {
+      postFailed(frame.detail || "The message was not sent.");
+      return;
+    }
+    for (const entry of rows.values()) {
+      if (entry.stopping) {
+        entry.stopping = false;
+        paint(entry);
+      }
+    }
+    if (frame.code !== "not_streaming") showNotice(frame.detail || "Something went wrong.");
+  }
+
+  function onFrame(data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      resync();
+      return;
+    }
+    const stick = nearBottom();
+    let grew = false;
+    switch (frame.type) {
+      case "snapshot":
+        applySnapshot(frame.messages || []);
+        synced = true;
+        attempts = 0;
+        setConnection("online", "Live");
+        flushOutbox();
+        grew = true;
+        break;
+      case "message":
+        grew = applyMessage(frame.message);
+        break;
+      case "delta":
+        grew = applyDelta(frame);
+        break;
+      case "error":
+        onError(frame);
+        break;
+      default:
+        break; // a frame type this page does not know: ignore it
+    }
+    if (grew) afterGrowth(stick);
+  }
+
+  // --- scrolling ---------------------------------------------------------------
+
+  function nearBottom() {
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight <= STICKY_PX;
+  }
+
+  function scrollToBottom() {
+    scroller.scrollTop = scroller.scrollHeight;
+    jump.hidden = true;
+  }
+
+  function afterGrowth(wasAtBottom) {
+    if (wasAtBottom) scrollToBottom();
+    else if (!nearBottom()) jump.hidden = false; // (our own post has scrolled down already)
+  }
+
+  scroller.addEventListener("scroll", () => {
+    if (nearBottom()) jump.hidden = true;
+  });
+  jump.addEventListener("click", () => {
+    scrollToBottom();
+    input.focus();
+  });
+
+  // --- the connection ----------------------------------------------------------
+
+  let socket = null;
+  let synced = false;
+  let attempts = 0;
+  let retryTimer = null;
+  let leaving = false;
+  let closedForGood = false;
+
+  function setConnection(state, text) {
+    connection.dataset.state = state;
+    connection.textContent = text;
+    root.dataset.connection = state;
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    if (closedForGood || leaving) return;
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws/rooms/${encodeURIComponent(slug)}/`);
+    socket = ws;
+    synced = false;
+    let opened = false;
+    ws.addEventListener("open", () => {
+      opened = true;
+    });
+    ws.addEventListener("message", (event) => {
+      if (ws === socket) onFrame(event.data);
+    });
+    ws.addEventListener("close", (event) => {
+      if (ws === socket) onClose(event, opened);
+    });
+  }
+
+  function onClose(event, opened) {
+    socket = null;
+    synced = false;
+    if (leaving) return;
+    if (event.code === CLOSE_UNAUTHENTICATED) {
+      signedOut();
+      return;
+    }
+    if (event.code === CLOSE_ROOM_NOT_FOUND) {
+      roomGone();
+      return;
+    }
+    scheduleReconnect();
+    if (!opened) checkAccess();
+  }
+
+  async function checkAccess() {
+    // The server refuses a socket before accepting it, and a browser then sees
+    // a bare failure (1006) instead of 4401/4404. Ask the page itself why: a
+    // redirect means signed out, 404 a room that is gone; no answer means the
+    // server is away, and the retries go on.
+    let response;
+    try {
+      response = await fetch(location.pathname, { redirect: "manual", cache: "no-store" });
+    } catch {
+      return;
+    }
+    if (response.type === "opaqueredirect") signedOut();
+    else if (response.status === 404) roomGone();
+  }
+
+  function signedOut() {
+    closedForGood = true;
+    clearTimeout(retryTimer);
+    setConnection("offline", "Signed out");
+    const next = encodeURIComponent(location.pathname).replace(/%2F/g, "/");
+    location.assign(`${loginUrl}?next=${next}`);
+  }
+
+  function roomGone() {
+    closedForGood = true;
+    clearTimeout(retryTimer);
+    setConnection("offline", "This room no longer exists");
+    input.disabled = true;
+    sendButton.disabled = true;
+  }
+
+  function scheduleReconnect() {
+    const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** attempts) * (0.8 + Math.random() * 0.4);
+    attempts += 1;
+    setConnection("reconnecting", "Reconnecting…");
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(connect, delay);
+  }
+
+  let lastResyncAt = 0;
+
+  function resync() {
+    // A gap: this socket's stream can no longer be trusted. Drop it (its late
+    // frames are ignored) and take a fresh snapshot on a new one: at once, or
+    // after the usual backoff if the last resync was only just now.
+    const old = socket;
+    socket = null;
+    synced = false;
+    if (old) old.close(1000, "resync");
+    const now = Date.now();
+    const again = now - lastResyncAt < 2000;
+    lastResyncAt = now;
+    if (again) {
+      scheduleReconnect();
+    } else {
+      setConnection("reconnecting", "Catching up…");
+      connect();
+    }
+  }
+
+  function reconnectNow() {
+    if (!socket && !closedForGood) connect();
+  }
+
+  window.addEventListener("online", reconnectNow);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") reconnectNow();
+  });
+  window.addEventListener("pagehide", () => {
+    leaving = true;
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) {
+      leaving = false;
+      reconnectNow();
+    }
+  });
+
+  // --- the composer ------------------------------------------------------------
+
+  let outbox = null; // the post in flight: {clientId, body, sent}
+
+  function uuid4() {
+    if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  function setSending(sending) {
+    sendButton.disabled = sending;
+    form.setAttribute("aria-busy", sending ? "true" : "false");
+  }
+
+  function showComposerError(text) {
+    composerError.textContent = text;
+    composerError.hidden = !text;
+  }
+
+  let noticeTimer = null;
+  function showNotice(text) {
+    notice.textContent = text;
+    notice.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => {
+      notice.hidden = true;
+    }, 6000);
+  }
+
+  function submitComposer() {
+    if (outbox || closedForGood) return;
+    const body = input.value;
+    if (!body.trim()) {
+      input.focus();
+      return;
+    }
+    outbox = { clientId: uuid4(), body, sent: false };
+    showComposerError("");
+    setSending(true);
+    if (!synced) showNotice("Not connected: your message goes out when the connection is back.");
+    flushOutbox();
+  }
+
+  function flushOutbox() {
+    if (!outbox || !socket || !synced) return;
+    // After a reconnect the post may have been stored already: the snapshot says.
+    for (const entry of rows.values()) {
+      if (entry.row.client_id === outbox.clientId) {
+        postSucceeded();
+        return;
+      }
+    }
+    // The same client_id again stores one message (DESIGN.md): resending is safe.
+    socket.send(JSON.stringify({ type: "post", body: outbox.body, client_id: outbox.clientId }));
+    outbox.sent = true;
+  }
+
+  function postSucceeded() {
+    if (input.value === outbox.body) input.value = "";
+    outbox = null;
+    setSending(false);
+    notice.hidden = true;
+    resizeInput();
+    scrollToBottom();
+  }
+
+  function postFailed(detail) {
+    outbox = null;
+    setSending(false);
+    showComposerError(detail);
+    input.focus();
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submitComposer();
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+      event.preventDefault();
+      submitComposer();
+    }
+  });
+
+  const autosize = !(window.CSS && CSS.supports("field-sizing", "content"));
+  function resizeInput() {
+    if (!autosize) return;
+    input.style.height = "auto";
+    input.style.height = `${Math.min(input.scrollHeight, 200)}px`;
+  }
+  input.addEventListener("input", () => {
+    resizeInput();
+    if (!composerError.hidden) showComposerError("");
+  });
+
+  // --- stop ----------------------------------------------------------------------
+
+  list.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action=stop]");
+    if (!button) return;
+    const entry = rows.get(Number(button.closest("article").dataset.messageId));
+    if (!entry || entry.stopping) return;
+    if (!socket || !synced) {
+      showNotice("Not connected: try again in a moment.");
+      return;
+    }
+    entry.stopping = true;
+    paint(entry);
+    socket.send(JSON.stringify({ type: "cancel", id: entry.row.id }));
+  });
+
+  // --- start -------------------------------------------------------------------
+
+  // The server rendered the first page; the same rows, as data, take it over.
+  const initialData = document.getElementById("initial-messages");
+  list.replaceChildren();
+  applySnapshot(initialData ? JSON.parse(initialData.textContent) : []);
+  scrollToBottom();
+  root.dataset.ready = "true";
+  connect();
+})();
