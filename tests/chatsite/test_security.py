@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from typing import Any
 
 import pytest
 from django.test import Client
 
+from messages_app.models import Message, Room, User
 from tests.live import python_with_env
 
 pytestmark = pytest.mark.django_db
@@ -24,10 +26,32 @@ def test_pages_send_a_content_security_policy_without_inline_script(client: Clie
     assert response["X-Content-Type-Options"] == "nosniff"
 
 
-def test_forms_refuse_a_post_without_a_csrf_token() -> None:
+@pytest.mark.parametrize(
+    "path,data",
+    [
+        ("/admin/login/", {"username": "alice", "password": "a-Strong-pass-9"}),
+        ("/accounts/login/", {"username": "alice", "password": "a-Strong-pass-9"}),
+        (
+            "/accounts/signup/",
+            {"username": "mallory", "password1": "x-Strong-pass-1", "password2": "x-Strong-pass-1"},
+        ),
+        ("/accounts/logout/", {}),
+        ("/", {"name": "Injected room"}),
+        ("/rooms/general/", {"body": "forged message"}),
+    ],
+)
+def test_every_form_refuses_a_post_without_a_csrf_token(
+    path: str, data: dict[str, str], alice: Any, room: Room
+) -> None:
     client = Client(enforce_csrf_checks=True)
-    response = client.post("/admin/login/", {"username": "a", "password": "b"})
+    client.force_login(alice)
+    response = client.post(path, data)
     assert response.status_code == 403
+    assert not Room.objects.filter(name="Injected room").exists()
+    assert not Message.objects.exists()
+    assert not User.objects.filter(username="mallory").exists()
+    # the same client is still signed in: logout was refused too
+    assert client.get("/").status_code == 200
 
 
 def _settings(**env: str) -> subprocess.CompletedProcess[str]:
