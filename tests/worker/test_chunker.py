@@ -50,9 +50,11 @@ def test_chunker_granularities_order_by_number_of_writes(text: str) -> None:
 
 
 def test_chunker_sentence_may_cut_inside_a_token() -> None:
-    # Found by the property above: a token holding a sentence end or a newline.
+    # Found by the property above: a token holding a CJK full stop. A newline
+    # that would flush nothing but whitespace waits for its line instead.
     assert run("sentence", ["a。b"]) == ["a。", "b"]
-    assert run("sentence", ["\n0"]) == ["\n", "0"]
+    assert run("sentence", ["\n0"]) == ["\n0"]
+    assert run("sentence", ["a\n0"]) == ["a\n", "0"]
     assert run("token", ["a。b"]) == ["a。b", ""]
 
 
