@@ -50,7 +50,11 @@ class Process:
     def start(self) -> Process:
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(  # noqa: S603 - our own commands
-            self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
@@ -103,7 +107,9 @@ class ModelServer:
         return httpx.get(f"{self.url}/_control", timeout=10).json()["stats"]
 
 
-def stack_env(*, database_name: str, model_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def stack_env(
+    *, database_name: str, model_url: str, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """The environment of the web and worker processes: the test database, queue, prefix."""
     from django.conf import settings
 
@@ -133,9 +139,22 @@ def celery_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> P
     return Process(
         name,
         [
-            str(BIN / "celery"), "-A", "chatsite", "worker", "--pool", "threads",
-            "--concurrency", "20", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-            "-Q", env["CELERY_TASK_QUEUE"], "-n", f"{name}-{os.getpid()}@%h",
+            str(BIN / "celery"),
+            "-A",
+            "chatsite",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "20",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "-Q",
+            env["CELERY_TASK_QUEUE"],
+            "-n",
+            f"{name}-{os.getpid()}@%h",
         ],
         env,
         log_dir,

@@ -26,7 +26,9 @@ def test_env_str_uses_default_when_unset_or_blank() -> None:
     assert env_str("X", "d", environ={"X": " v "}) == "v"
 
 
-@pytest.mark.parametrize("raw,expected", [("true", True), ("1", True), ("On", True), ("no", False), ("0", False)])
+@pytest.mark.parametrize(
+    "raw,expected", [("true", True), ("1", True), ("On", True), ("no", False), ("0", False)]
+)
 def test_env_bool_accepts_common_spellings(raw: str, expected: bool) -> None:
     assert env_bool("DJANGO_DEBUG", False, environ={"DJANGO_DEBUG": raw}) is expected
 
@@ -100,11 +102,18 @@ def test_check_redis_url_rejects_other_schemes() -> None:
 
 
 def _settings_import(**env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GPT_", "DATABASE_"))}
+    full = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GPT_", "DATABASE_"))
+    }
     full.update(env)
     return subprocess.run(  # noqa: S603
         [sys.executable, "-c", "import chatsite.settings"],
-        cwd=ROOT, env=full, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -117,7 +126,9 @@ def test_settings_refuse_production_without_a_secret_key() -> None:
 def test_settings_refuse_a_bad_granularity_at_start() -> None:
     result = _settings_import(GPT_STREAM_GRANULARITY="paragraph")
     assert result.returncode != 0
-    assert "GPT_STREAM_GRANULARITY='paragraph' is not one of: token, word, sentence" in result.stderr
+    assert (
+        "GPT_STREAM_GRANULARITY='paragraph' is not one of: token, word, sentence" in result.stderr
+    )
 
 
 def test_settings_start_with_defaults() -> None:

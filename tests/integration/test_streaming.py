@@ -80,12 +80,21 @@ async def wait_for_reply_id(socket: Socket) -> int:
 
 @pytest.mark.parametrize("granularity", ["token", "word", "sentence"])
 async def test_reply_streams_to_every_socket_and_a_late_socket_resumes_mid_stream(
-    stack: Stack, model_server: ModelServer, alice: User, bob: User, make_user: Any, granularity: str
+    stack: Stack,
+    model_server: ModelServer,
+    alice: User,
+    bob: User,
+    make_user: Any,
+    granularity: str,
 ) -> None:
     # given a room with this granularity and two watching sockets
-    room = await sync_to_async(Room.objects.create)(name="Plan", slug=f"plan-{granularity}", granularity=granularity)
+    room = await sync_to_async(Room.objects.create)(
+        name="Plan", slug=f"plan-{granularity}", granularity=granularity
+    )
     carol = await sync_to_async(make_user)("carol", "Carol")
-    model_server.control(text=REPLY, tokens_per_second=200, first_token_delay=0, hold_after=HOLD_AFTER)
+    model_server.control(
+        text=REPLY, tokens_per_second=200, first_token_delay=0, hold_after=HOLD_AFTER
+    )
     a = await open_socket(stack, room, alice)
     b = await open_socket(stack, room, bob)
 
@@ -152,7 +161,10 @@ async def test_reply_context_names_the_speakers(
     assert sent["stream_options"] == {"include_usage": True}
     contents = [(m["role"], m["content"]) for m in sent["messages"]]
     assert contents[0][0] == "system" and "General" in contents[0][1]
-    assert contents[1:] == [("user", "Bob: I prefer tea"), ("user", "Alice: @gpt what does Bob prefer?")]
+    assert contents[1:] == [
+        ("user", "Bob: I prefer tea"),
+        ("user", "Alice: @gpt what does Bob prefer?"),
+    ]
     await a.close()
     await b.close()
 
@@ -160,7 +172,9 @@ async def test_reply_context_names_the_speakers(
 async def test_model_failure_after_some_tokens_keeps_partial_text(
     stack: Stack, model_server: ModelServer, alice: User, room: Room
 ) -> None:
-    model_server.control(text="one two three four five six", tokens_per_second=0, first_token_delay=0, drop_after=3)
+    model_server.control(
+        text="one two three four five six", tokens_per_second=0, first_token_delay=0, drop_after=3
+    )
     a = await open_socket(stack, room, alice)
     await a.send({"type": "post", "body": "@gpt count"})
     reply_id = await wait_for_reply_id(a)

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://localhost")
 
 
-async def connect(room: Room, user: User | None, origin: tuple[bytes, bytes] = ORIGIN, slug: str | None = None) -> WebsocketCommunicator:
+async def connect(
+    room: Room, user: User | None, origin: tuple[bytes, bytes] = ORIGIN, slug: str | None = None
+) -> WebsocketCommunicator:
     headers = [origin, (b"host", b"localhost")]
     if user is not None:
         cookie = await sync_to_async(session_cookie)(user)
@@ -44,7 +46,9 @@ async def receive(communicator: WebsocketCommunicator) -> dict[str, Any]:
     return await communicator.receive_json_from(timeout=5)
 
 
-async def test_consumer_sends_a_snapshot_of_the_newest_messages_in_order(room: Room, alice: User, settings: Any) -> None:
+async def test_consumer_sends_a_snapshot_of_the_newest_messages_in_order(
+    room: Room, alice: User, settings: Any
+) -> None:
     settings.CHAT_SNAPSHOT_SIZE = 3
     for n in range(5):
         await sync_to_async(services.message_post)(room=room, author=alice, body=f"m{n}")
@@ -55,9 +59,25 @@ async def test_consumer_sends_a_snapshot_of_the_newest_messages_in_order(room: R
     assert [m["body"] for m in snapshot["messages"]] == ["m2", "m3", "m4"]
     first = snapshot["messages"][0]
     assert set(first) >= {
-        "id", "room", "author", "role", "body", "status", "version", "reply_to", "model", "error", "created_at", "finished_at",
+        "id",
+        "room",
+        "author",
+        "role",
+        "body",
+        "status",
+        "version",
+        "reply_to",
+        "model",
+        "error",
+        "created_at",
+        "finished_at",
     }
-    assert (first["room"], first["author"], first["role"], first["status"]) == ("general", "Alice", "user", "done")
+    assert (first["room"], first["author"], first["role"], first["status"]) == (
+        "general",
+        "Alice",
+        "user",
+        "done",
+    )
     await communicator.disconnect()
 
 
@@ -93,14 +113,19 @@ async def test_consumer_post_is_stored_and_broadcast_to_every_socket(
         user_frame = await receive(communicator)
         reply_frame = await receive(communicator)
         assert user_frame["type"] == "message"
-        assert (user_frame["message"]["body"], user_frame["message"]["client_id"]) == ("hi @gpt", client_id)
+        assert (user_frame["message"]["body"], user_frame["message"]["client_id"]) == (
+            "hi @gpt",
+            client_id,
+        )
         assert reply_frame["message"]["role"] == "assistant"
         assert reply_frame["message"]["status"] == "pending"
     assert await sync_to_async(Message.objects.count)() == 2
     await other.disconnect()
 
 
-async def test_consumer_resend_with_same_client_id_stores_one_message(socket: WebsocketCommunicator) -> None:
+async def test_consumer_resend_with_same_client_id_stores_one_message(
+    socket: WebsocketCommunicator,
+) -> None:
     frame = {"type": "post", "body": "once", "client_id": str(uuid.uuid4())}
     await socket.send_json_to(frame)
     assert (await receive(socket))["message"]["body"] == "once"
@@ -142,7 +167,9 @@ async def test_consumer_answers_a_bad_frame_with_an_error_and_stays_open(
     assert await sync_to_async(Message.objects.count)() == 1
 
 
-async def test_consumer_rejects_binary_and_oversize_frames(socket: WebsocketCommunicator, settings: Any) -> None:
+async def test_consumer_rejects_binary_and_oversize_frames(
+    socket: WebsocketCommunicator, settings: Any
+) -> None:
     await socket.send_to(bytes_data=b"\x00\x01")
     assert (await receive(socket))["code"] == "binary_frame"
     await socket.send_to(text_data=json.dumps({"type": "post", "body": "x" * 4001}))
@@ -170,9 +197,13 @@ async def test_consumer_cancel_stops_an_open_reply_for_everyone(
     assert (await receive(socket))["code"] == "not_streaming"
 
 
-async def test_consumer_cannot_cancel_a_reply_of_another_room(socket: WebsocketCommunicator, alice: User) -> None:
+async def test_consumer_cannot_cancel_a_reply_of_another_room(
+    socket: WebsocketCommunicator, alice: User
+) -> None:
     other = await sync_to_async(Room.objects.create)(name="Other", slug="other")
-    result = await sync_to_async(services.message_post)(room=other, author=alice, body="@gpt elsewhere")
+    result = await sync_to_async(services.message_post)(
+        room=other, author=alice, body="@gpt elsewhere"
+    )
     assert result.reply is not None
     await socket.send_json_to({"type": "cancel", "id": result.reply.pk})
     assert (await receive(socket))["code"] == "not_found"
@@ -180,9 +211,7 @@ async def test_consumer_cannot_cancel_a_reply_of_another_room(socket: WebsocketC
     assert row.status == Status.PENDING
 
 
-async def test_consumer_relays_deltas_after_the_snapshot(
-    room: Room, alice: User
-) -> None:
+async def test_consumer_relays_deltas_after_the_snapshot(room: Room, alice: User) -> None:
     result = await sync_to_async(services.message_post)(room=room, author=alice, body="@gpt go")
     assert result.reply is not None
     reply_id = result.reply.pk
@@ -194,5 +223,11 @@ async def test_consumer_relays_deltas_after_the_snapshot(
     held = {m["id"]: m for m in snapshot["messages"]}[reply_id]
     assert (held["body"], held["version"], held["status"]) == ("Hel", 3, "streaming")
     await sync_to_async(services.reply_append)(message_id=reply_id, attempt=attempt, text="lo")
-    assert await receive(communicator) == {"type": "delta", "id": reply_id, "version": 4, "offset": 3, "text": "lo"}
+    assert await receive(communicator) == {
+        "type": "delta",
+        "id": reply_id,
+        "version": 4,
+        "offset": 3,
+        "text": "lo",
+    }
     await communicator.disconnect()

@@ -29,7 +29,9 @@ class Outbox:
 def outbox(monkeypatch: pytest.MonkeyPatch) -> Outbox:
     box = Outbox()
     monkeypatch.setattr(
-        events, "send_to_room", lambda room_id, event: box.frames.append((room_id, json.loads(event["frame"])))
+        events,
+        "send_to_room",
+        lambda room_id, event: box.frames.append((room_id, json.loads(event["frame"]))),
     )
     monkeypatch.setattr(
         celery_app, "send_task", lambda name, args=None, **kw: box.tasks.append((name, args))
@@ -44,13 +46,24 @@ def test_message_post_stores_a_user_message_and_broadcasts_it_on_commit(
         result = services.message_post(room=room, author=alice, body="hello all")
     assert result.created and result.reply is None
     row = Message.objects.get()
-    assert (row.body, row.role, row.status, row.version, row.author) == ("hello all", "user", "done", 1, alice)
+    assert (row.body, row.role, row.status, row.version, row.author) == (
+        "hello all",
+        "user",
+        "done",
+        1,
+        alice,
+    )
     assert len(callbacks) == 1
     assert outbox.frames == [
         (room.pk, {"type": "message", "message": outbox.frames[0][1]["message"]})
     ]
     sent = outbox.frames[0][1]["message"]
-    assert (sent["id"], sent["author"], sent["room"], sent["body"]) == (row.pk, "Alice", "general", "hello all")
+    assert (sent["id"], sent["author"], sent["room"], sent["body"]) == (
+        row.pk,
+        "Alice",
+        "general",
+        "hello all",
+    )
     assert outbox.tasks == []
 
 
@@ -62,7 +75,11 @@ def test_message_post_with_mention_adds_pending_placeholder_and_enqueues(
     assert result.reply is not None
     reply = Message.objects.get(pk=result.reply.pk)
     assert (reply.role, reply.status, reply.body, reply.author, reply.reply_to_id) == (
-        "assistant", "pending", "", None, result.message.pk,
+        "assistant",
+        "pending",
+        "",
+        None,
+        result.message.pk,
     )
     assert outbox.types() == ["message", "message"]
     assert outbox.frames[1][1]["message"]["status"] == "pending"
@@ -87,8 +104,12 @@ def test_message_post_same_client_id_stores_one_message(
 ) -> None:
     client_id = uuid.uuid4()
     with django_capture_on_commit_callbacks(execute=True):
-        first = services.message_post(room=room, author=alice, body="@gpt once", client_id=client_id)
-        again = services.message_post(room=room, author=alice, body="@gpt once", client_id=str(client_id))
+        first = services.message_post(
+            room=room, author=alice, body="@gpt once", client_id=client_id
+        )
+        again = services.message_post(
+            room=room, author=alice, body="@gpt once", client_id=str(client_id)
+        )
     assert first.created and not again.created
     assert again.message.pk == first.message.pk
     assert again.reply is not None and first.reply is not None and again.reply.pk == first.reply.pk
@@ -133,7 +154,9 @@ def test_message_post_rejects_a_client_id_that_is_not_a_uuid(room: Room, alice: 
     assert not Message.objects.exists()
 
 
-def test_message_post_strips_nul_and_control_characters(room: Room, alice: User, outbox: Outbox) -> None:
+def test_message_post_strips_nul_and_control_characters(
+    room: Room, alice: User, outbox: Outbox
+) -> None:
     result = services.message_post(room=room, author=alice, body="a\x00b\x07c\r\nd\te")
     assert Message.objects.get(pk=result.message.pk).body == "abc\nd\te"
 
@@ -161,20 +184,39 @@ def test_reply_lifecycle_claim_append_finish(
         first = services.reply_append(message_id=reply.pk, attempt=attempt, text="Hello")
         second = services.reply_append(message_id=reply.pk, attempt=attempt, text=" wörld 👋")
         done = services.reply_finish(
-            message_id=reply.pk, attempt=attempt, model="m1-2024",
+            message_id=reply.pk,
+            attempt=attempt,
+            model="m1-2024",
             usage={"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
         )
     assert first is not None and (first.version, first.offset) == (3, 0)
     assert second is not None and (second.version, second.offset) == (4, 5)
     assert done is not None
     row = Message.objects.get(pk=reply.pk)
-    assert (row.body, row.status, row.version, row.model) == ("Hello wörld 👋", "done", 5, "m1-2024")
+    assert (row.body, row.status, row.version, row.model) == (
+        "Hello wörld 👋",
+        "done",
+        5,
+        "m1-2024",
+    )
     assert (row.prompt_tokens, row.completion_tokens, row.total_tokens) == (5, 3, 8)
     assert row.finished_at is not None
     assert outbox.types() == ["message", "delta", "delta", "message"]
     assert outbox.frames[0][1]["message"]["status"] == "streaming"
-    assert outbox.frames[1][1] == {"type": "delta", "id": reply.pk, "version": 3, "offset": 0, "text": "Hello"}
-    assert outbox.frames[2][1] == {"type": "delta", "id": reply.pk, "version": 4, "offset": 5, "text": " wörld 👋"}
+    assert outbox.frames[1][1] == {
+        "type": "delta",
+        "id": reply.pk,
+        "version": 3,
+        "offset": 0,
+        "text": "Hello",
+    }
+    assert outbox.frames[2][1] == {
+        "type": "delta",
+        "id": reply.pk,
+        "version": 4,
+        "offset": 5,
+        "text": " wörld 👋",
+    }
     final = outbox.frames[3][1]["message"]
     assert (final["status"], final["version"], final["body"]) == ("done", 5, "Hello wörld 👋")
 
@@ -202,7 +244,9 @@ def test_reply_append_after_cancel_touches_nothing(
     assert outbox.frames == []
 
 
-def test_reply_append_with_a_stale_attempt_touches_nothing(room: Room, alice: User, outbox: Outbox) -> None:
+def test_reply_append_with_a_stale_attempt_touches_nothing(
+    room: Room, alice: User, outbox: Outbox
+) -> None:
     reply = _pending_reply(room, alice)
     assert services.reply_claim(message_id=reply.pk, model="m") is not None
     assert services.reply_append(message_id=reply.pk, attempt=uuid.uuid4(), text="x") is None

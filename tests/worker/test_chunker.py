@@ -20,7 +20,8 @@ def run(granularity: str, tokens: list[str]) -> list[str]:
 # Text with the characters that matter: spaces, newlines, terminators, emoji.
 pieces = st.lists(
     st.sampled_from(
-        list("ab Z.!?…\n\t3,'\")") + ["é", "日本", "。", "👍🏽", "👨‍👩‍👧", "\u200d", "\u00a0", "..."]
+        list("ab Z.!?…\n\t3,'\")")
+        + ["é", "日本", "。", "👍🏽", "👨‍👩‍👧", "\u200d", "\u00a0", "..."]
     )
     | st.characters(blacklist_categories=("Cs",)),
     max_size=8,
@@ -61,7 +62,23 @@ def test_chunker_word_leading_whitespace_is_not_a_word() -> None:
 
 
 def test_chunker_sentence_flushes_at_sentence_ends_and_newlines() -> None:
-    tokens = ["It", " is", " 3", ".", "14", " wide", ".", " Is", " it", "?", " Yes", "!\n", "- a", "\n", "end"]
+    tokens = [
+        "It",
+        " is",
+        " 3",
+        ".",
+        "14",
+        " wide",
+        ".",
+        " Is",
+        " it",
+        "?",
+        " Yes",
+        "!\n",
+        "- a",
+        "\n",
+        "end",
+    ]
     assert run("sentence", tokens) == [
         "It is 3.14 wide. ",
         "Is it? ",
@@ -72,7 +89,24 @@ def test_chunker_sentence_flushes_at_sentence_ends_and_newlines() -> None:
 
 
 def test_chunker_sentence_ellipsis_ends_a_sentence_but_abbreviations_do_not() -> None:
-    tokens = ["Dr", ".", " Smith", " and", " J", ".", " Doe", " came", ", e", ".g", ".", " late", "...", " Then", " left", "."]
+    tokens = [
+        "Dr",
+        ".",
+        " Smith",
+        " and",
+        " J",
+        ".",
+        " Doe",
+        " came",
+        ", e",
+        ".g",
+        ".",
+        " late",
+        "...",
+        " Then",
+        " left",
+        ".",
+    ]
     assert run("sentence", tokens) == [
         "Dr. Smith and J. Doe came, e.g. late... ",
         "Then left.",
@@ -91,7 +125,7 @@ def test_chunker_sentence_without_an_end_flushes_only_at_finish() -> None:
 
 
 def test_chunker_sentence_closing_quote_stays_with_its_sentence() -> None:
-    assert run("sentence", ['He', ' said', ' "go', '."', ' Then']) == ['He said "go." ', "Then"]
+    assert run("sentence", ["He", " said", ' "go', '."', " Then"]) == ['He said "go." ', "Then"]
 
 
 def test_chunker_cjk_full_stop_ends_a_sentence() -> None:

@@ -22,7 +22,9 @@ class Command(BaseCommand):
             "password": db["PASSWORD"] or None,
         }
         try:
-            with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=10, **params) as conn:
+            with psycopg.connect(
+                dbname="postgres", autocommit=True, connect_timeout=10, **params
+            ) as conn:
                 exists = conn.execute(
                     "SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]
                 ).fetchone()
@@ -32,4 +34,6 @@ class Command(BaseCommand):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
                 self.stdout.write(self.style.SUCCESS(f"created database {db['NAME']!r}"))
         except psycopg.Error as error:
-            raise CommandError(f"cannot reach PostgreSQL to create {db['NAME']!r}: {error}") from error
+            raise CommandError(
+                f"cannot reach PostgreSQL to create {db['NAME']!r}: {error}"
+            ) from error
