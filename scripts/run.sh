@@ -67,9 +67,10 @@ prefixed setup "$PY" manage.py collectstatic --noinput --verbosity 0
 names=()
 pids=()
 start() {  # start NAME COMMAND...: in the background
-  # Background jobs of a script ignore SIGINT: Ctrl-C reaches this script's
-  # trap, which stops them with SIGTERM, in order.
-  # (bash's own "Terminated" notes about the stopped command are dropped.)
+  # Ctrl-C in the terminal reaches every process of the group: web and worker
+  # begin to stop on it, the demo model ignores it; the trap of this script
+  # then stops them all, in order (see stop). bash's own "Terminated" notes
+  # about a stopped command are dropped; the command's output is not.
   prefixed "$@" 2>/dev/null &
   names+=("$1")
   pids+=("$!")
