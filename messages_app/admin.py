@@ -28,7 +28,6 @@ from messages_app.models import Message, Room, User
 from messages_app.services import ClientError
 
 EXCERPT_CHARS = 80
-BODY_STYLE = "white-space: pre-wrap; overflow-wrap: anywhere; max-width: 80em; margin: 0"
 
 
 def _change_link(obj: Any, text: str) -> SafeString:
@@ -144,6 +143,10 @@ class MessageAdmin(admin.ModelAdmin):
     list_per_page = 100
     ordering = ("-id",)
     actions = ("cancel_streaming_replies", "retry_failed_replies")
+
+    class Media:
+        css = {"all": ["messages_app/admin.css"]}  # <pre> bodies wrap, whitespace kept
+
     fieldsets = (
         (None, {"fields": ("room_link", "author_link", "role", "status", "version")}),
         ("Body", {"fields": ("full_body",)}),
@@ -236,17 +239,13 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="body")
     def full_body(self, message: Message) -> SafeString:
         """The whole body as stored: every space and newline kept, HTML escaped."""
-        return format_html(
-            '<pre class="message-body" style="{}">{}</pre>', BODY_STYLE, message.body
-        )
+        return format_html('<pre class="message-body">{}</pre>', message.body)
 
     @admin.display(description="error")
     def error_text(self, message: Message) -> SafeString | str:
         if not message.error:
             return "-"
-        return format_html(
-            '<pre class="message-error" style="{}">{}</pre>', BODY_STYLE, message.error
-        )
+        return format_html('<pre class="message-error">{}</pre>', message.error)
 
     @admin.display(description="in reply to")
     def reply_to_link(self, message: Message) -> SafeString | str:

@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
+from django.contrib.staticfiles import finders
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from chatsite.asgi import application
+from chatsite.celery import app as celery_app
 from messages_app import services
 from messages_app.models import Message, Room, Status, User
 from tests.conftest import session_cookie
 
 CHANGELIST = "admin:messages_app_message_changelist"
 BODY = "First line\n    indented <b>not bold</b> & more\n\n\ttabbed  end  "
+
+
+@pytest.fixture(autouse=True)
+def queued_tasks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """The tasks the admin's actions queued, kept here instead of reaching a broker.
+
+    A live Celery worker of the session (tests/integration) must not take these
+    replies and write to their rows. The real queue and worker are exercised by
+    tests/deploy/test_compose_processes.py, where a retried reply streams again.
+    """
+    queued: list[tuple[str, Any]] = []
+    monkeypatch.setattr(
+        celery_app, "send_task", lambda name, args=None, **kw: queued.append((name, args))
+    )
+    return queued
 
 
 def change_url(message: Message | int) -> str:
@@ -210,8 +225,11 @@ def test_admin_change_page_shows_the_full_body_with_its_whitespace(
     assert response.status_code == 200
     html = response.content.decode()
     escaped = BODY.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    assert 'style="white-space: pre-wrap;' in html
-    assert f">{escaped}</pre>" in html
+    assert f'<pre class="message-body">{escaped}</pre>' in html
+    # wrapped by the admin's stylesheet, not an inline style (a strict CSP allows it)
+    assert '<link href="/static/messages_app/admin.css"' in html
+    stylesheet = finders.find("messages_app/admin.css")
+    assert stylesheet and "white-space: pre-wrap" in Path(stylesheet).read_text()
     assert "<b>not bold</b>" not in html
 
 
@@ -417,23 +435,6 @@ async def watch(room: Room, user: User) -> WebsocketCommunicator:
     return communicator
 
 
-def queued_replies() -> list[int]:
-    """The reply ids queued for ``worker.tasks.stream_reply`` (no worker takes this queue)."""
-    queue = redis.Redis.from_url(settings.REDIS_URL).lrange(
-        settings.CELERY_TASK_DEFAULT_QUEUE, 0, -1
-    )
-    ids = []
-    for raw in queue:
-        message = json.loads(raw)
-        assert message["headers"]["task"] == "worker.tasks.stream_reply"
-        ids.extend(json.loads(message["headers"]["argsrepr"]))
-    return ids
-
-
-def clear_queue() -> None:
-    redis.Redis.from_url(settings.REDIS_URL).delete(settings.CELERY_TASK_DEFAULT_QUEUE)
-
-
 @pytest.mark.django_db(transaction=True)
 async def test_admin_cancel_action_updates_a_watching_socket(
     admin_client: Client, room: Room, alice: User, bob: User
@@ -459,10 +460,10 @@ async def test_admin_cancel_action_updates_a_watching_socket(
 
 @pytest.mark.django_db(transaction=True)
 async def test_admin_retry_action_requeues_and_updates_a_watching_socket(
-    admin_client: Client, room: Room, alice: User, bob: User
+    admin_client: Client, room: Room, alice: User, bob: User, queued_tasks: list[Any]
 ) -> None:
     rows = await sync_to_async(make_rows)(room, alice, bob)
-    await sync_to_async(clear_queue)()
+    queued_tasks.clear()
     socket = await watch(room, bob)
     response = await sync_to_async(act)(admin_client, "retry_failed_replies", rows.failed)
     assert ("success", f"Queued again 1: #{rows.failed.pk}.") in notices(response)
@@ -476,19 +477,19 @@ async def test_admin_retry_action_requeues_and_updates_a_watching_socket(
     )
     row = await sync_to_async(Message.objects.get)(pk=rows.failed.pk)
     assert (row.status, row.version) == (Status.PENDING, sent["version"])
-    assert await sync_to_async(queued_replies)() == [rows.failed.pk]
+    assert queued_tasks == [("worker.tasks.stream_reply", [rows.failed.pk])]
     await socket.disconnect()
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_admin_action_on_wrong_rows_sends_nothing(
-    admin_client: Client, room: Room, alice: User, bob: User
+    admin_client: Client, room: Room, alice: User, bob: User, queued_tasks: list[Any]
 ) -> None:
     rows = await sync_to_async(make_rows)(room, alice, bob)
-    await sync_to_async(clear_queue)()
+    queued_tasks.clear()
     socket = await watch(room, alice)
     await sync_to_async(act)(admin_client, "cancel_streaming_replies", rows.answer, rows.note)
     await sync_to_async(act)(admin_client, "retry_failed_replies", rows.answer, rows.streaming)
     assert await socket.receive_nothing(timeout=0.5)
-    assert await sync_to_async(queued_replies)() == []
+    assert queued_tasks == []
     await socket.disconnect()
