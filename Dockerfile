@@ -35,9 +35,9 @@ WORKDIR /app
 # What is copied is decided by .dockerignore (no tests, no .env, no .git).
 COPY . .
 # Static files are collected (hashed and compressed) into the image, owned by
-# root and read-only for the app; WhiteNoise serves them. The settings need a
-# secret key to load: this one is used for nothing else.
-RUN DJANGO_DEBUG=false DJANGO_SECRET_KEY=collectstatic-only-not-a-secret \
+# root and read-only for the app; WhiteNoise serves them. With DEBUG off the
+# settings need a long secret key to load: this one serves for nothing else.
+RUN DJANGO_DEBUG=false DJANGO_SECRET_KEY=collectstatic-at-image-build-only-never-a-real-secret \
     python manage.py collectstatic --noinput --verbosity 0
 USER app:app
 EXPOSE 8000

@@ -371,6 +371,7 @@ def test_dockerfile_collects_static_files_with_debug_off() -> None:
     ]
     env, argv = collect
     assert env["DJANGO_DEBUG"] == "false"
+    assert len(env["DJANGO_SECRET_KEY"]) >= 50  # what Django's deploy check asks for
     assert argv == ["python", "manage.py", "collectstatic", "--noinput", "--verbosity", "0"]
     assert env_of(final)["DJANGO_SETTINGS_MODULE"] == "chatsite.settings"
     assert env_of(final)["PATH"].startswith("/opt/venv/bin:")
