@@ -124,6 +124,7 @@ stop() {  # stop STATUS: stop every process, wait for them, exit with STATUS
     stop_and_wait 10 demo
     wait 2>/dev/null || true
   fi
+  if [ -n "${beat_state:-}" ]; then rm -rf "$beat_state"; fi
   say "stopped"
   exit "$1"
 }
@@ -160,8 +161,8 @@ start worker "$VENV/bin/celery" -A chatsite worker --pool threads \
   --concurrency "${WORKER_CONCURRENCY:-50}" --loglevel INFO -n "run-$$@%h"
 # Celery beat only when a periodic task exists (CELERY_BEAT_SCHEDULE).
 if "$PY" -c 'import sys; from chatsite.celery import app; sys.exit(not app.conf.beat_schedule)'; then
-  start beat "$VENV/bin/celery" -A chatsite beat --loglevel INFO \
-    --schedule "${TMPDIR:-/tmp}/chat-beat-$$"
+  beat_state="$(mktemp -d)"  # beat's schedule file; removed by stop()
+  start beat "$VENV/bin/celery" -A chatsite beat --loglevel INFO --schedule "$beat_state/schedule"
 fi
 start web "$VENV/bin/daphne" -b "$HOST" -p "$PORT" chatsite.asgi:application
 

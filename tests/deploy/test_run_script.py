@@ -41,7 +41,7 @@ ADMIN_NAME = "run-admin"
 ADMIN_PASSWORD = "Local-secret-58-x"
 READY = "[run]    chat on http://localhost:"
 FOREIGN = ("DJANGO_", "OPENAI_", "GPT_", "CELERY_", "CHANNEL_", "DATABASE_", "REDIS_")
-PREFIXES = ("[setup]  ", "[run]    ", "[demo]   ", "[worker] ", "[web]    ")
+PREFIXES = ("[setup]  ", "[run]    ", "[demo]   ", "[worker] ", "[beat]   ", "[web]    ")
 
 
 @dataclass
@@ -220,6 +220,34 @@ def test_run_script_stops_on_sigterm_and_runs_again_idempotently(
     assert f"admin account '{ADMIN_NAME}' exists; nothing changed" in log
     again.process.send_signal(signal.SIGTERM)
     assert_stopped_cleanly(again, 143)
+
+
+def test_run_script_runs_celery_beat_only_when_a_periodic_task_exists(
+    run_env: dict[str, str], start_run: Any
+) -> None:
+    plain = start_run(run_env)
+    plain.wait_ready()
+    assert "[beat]" not in plain.log()
+    plain.process.send_signal(signal.SIGTERM)
+    assert_stopped_cleanly(plain, 143)
+
+    scheduled = start_run(
+        {
+            **run_env,
+            "PORT": str(live.free_port()),
+            "DJANGO_SETTINGS_MODULE": "tests.deploy.beat_settings",
+        }
+    )
+    scheduled.wait_ready()
+    wait_for_log(scheduled.log_path, "[beat]   ", scheduled.process, timeout=30)
+    (beat,) = [line for line in scheduled.left() if " beat " in line]
+    state = re.search(r"--schedule (\S+)/schedule", beat)
+    assert state is not None
+    wait_for_log(scheduled.log_path, "beat: Starting...", scheduled.process, timeout=30)
+    scheduled.process.send_signal(signal.SIGTERM)
+    assert_stopped_cleanly(scheduled, 143)
+    assert not Path(state.group(1)).exists()  # its schedule file is gone too
+    assert_readable_log(scheduled.log())
 
 
 def test_run_script_stops_everything_when_one_process_dies(
