@@ -73,17 +73,10 @@ def stack(
     model_server_process: live.ModelServer,
     log_dir: Path,
 ) -> Iterator[Stack]:
-    # The live worker takes its tasks from a queue of its own, which only the live
-    # web process feeds. Tests that call services in this process enqueue to the
-    # default test queue, which no worker consumes: once the stack is up (it is
-    # session-scoped), a live worker must not claim the replies those tests drive.
-    queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-stack"
-    # Tasks left by an earlier, interrupted run are dropped.
-    redis.Redis.from_url(settings.REDIS_URL).delete(queue, settings.CELERY_TASK_DEFAULT_QUEUE)
+    # Tasks left in the test queue by an earlier, interrupted run are dropped.
+    redis.Redis.from_url(settings.REDIS_URL).delete(settings.CELERY_TASK_DEFAULT_QUEUE)
     env = live.stack_env(
-        database_name=settings.DATABASES["default"]["NAME"],
-        model_url=model_server_process.url,
-        extra={"CELERY_TASK_QUEUE": queue},
+        database_name=settings.DATABASES["default"]["NAME"], model_url=model_server_process.url
     )
     port = live.free_port()
     stack = Stack(
