@@ -1,4 +1,9 @@
-"""The admin with Django's test client against real rows, and a watching socket."""
+"""The admin with Django's test client against real rows, and a watching socket.
+
+Tasks the actions queue are recorded by the ``queued_tasks`` fixture
+(tests/messages_app/conftest.py); the real queue and a real worker are exercised
+by tests/deploy/test_compose_processes.py, where a retried reply streams again.
+"""
 
 from __future__ import annotations
 
@@ -18,28 +23,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chatsite.asgi import application
-from chatsite.celery import app as celery_app
 from messages_app import services
 from messages_app.models import Message, Room, Status, User
 from tests.conftest import session_cookie
 
 CHANGELIST = "admin:messages_app_message_changelist"
 BODY = "First line\n    indented <b>not bold</b> & more\n\n\ttabbed  end  "
-
-
-@pytest.fixture(autouse=True)
-def queued_tasks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """The tasks the admin's actions queued, kept here instead of reaching a broker.
-
-    A live Celery worker of the session (tests/integration) must not take these
-    replies and write to their rows. The real queue and worker are exercised by
-    tests/deploy/test_compose_processes.py, where a retried reply streams again.
-    """
-    queued: list[tuple[str, Any]] = []
-    monkeypatch.setattr(
-        celery_app, "send_task", lambda name, args=None, **kw: queued.append((name, args))
-    )
-    return queued
 
 
 def change_url(message: Message | int) -> str:

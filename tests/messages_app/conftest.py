@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chatsite.celery import app as celery_app
+
+
+@pytest.fixture(autouse=True)
+def queued_tasks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Tasks the code under test queued, kept here instead of reaching a worker.
+
+    A session's live Celery worker (tests/integration) must not pick up replies
+    of these in-process tests and write to their rows.
+    """
+    queued: list[tuple[str, Any]] = []
+    monkeypatch.setattr(
+        celery_app, "send_task", lambda name, args=None, **kw: queued.append((name, args))
+    )
+    return queued
