@@ -410,8 +410,11 @@ def test_envfile_loader_refuses_a_line_it_cannot_read(tmp_path: Path, line: str)
 def test_readme_starts_with_the_run_command_then_docker() -> None:
     readme = (ROOT / "README.md").read_text()
     sections = re.findall(r"^## (.+)$", readme, re.M)
-    assert sections[:2] == ["Quick start", "Docker"]
-    quick_start = readme[readme.index("## Quick start") : readme.index("## Docker")]
+    # the quick start first; Docker right after it (or after one other section,
+    # such as a short tour of the chat, when another issue adds one there)
+    assert sections[0] == "Quick start"
+    assert "Docker" in sections[1:3]
+    quick_start = readme[readme.index("## Quick start") :].split("\n## ")[0]
     assert "bash scripts/run.sh" in quick_start
     docker = readme[readme.index("## Docker") :].split("\n## ")[0]
     for needed in (
