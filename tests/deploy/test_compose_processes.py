@@ -47,6 +47,7 @@ from tests.deploy.live_site import (
     finished,
     message_row,
     query,
+    wait_for_log,
 )
 
 pytestmark = pytest.mark.integration
@@ -180,17 +181,28 @@ def compose_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeRun
     assert "Applying messages_app.0001_initial... OK" in migrated.stdout
     assert f"created the admin account '{ADMIN_NAME}'" in migrated.stdout
 
+    # Every long-running app service (all but the one-shot migrate), each
+    # waited for as its kind becomes ready.
     run.processes = {
         name: live.Process(name, commands[name], env, log_dir)
-        for name in ("demo-model", "worker", "web")
+        for name in services
+        if name != "migrate"
     }
+    assert {"demo-model", "worker", "web"} <= set(run.processes)
     with live.running(*run.processes.values()):
-        for name, port in (("demo-model", demo_port), ("web", web_port)):
-            process = run.processes[name].start()
+        for name, process in run.processes.items():
+            process.start()
             assert process.popen is not None
-            live.wait_for_port(port, process.popen)
-        run.processes["worker"].start()
-        live.wait_worker_ready(run.processes["worker"])
+            if name == "web":
+                live.wait_for_port(web_port, process.popen)
+            elif name == "demo-model":
+                live.wait_for_port(demo_port, process.popen)
+            elif name == "worker":
+                live.wait_worker_ready(process)
+            elif name == "beat":
+                wait_for_log(process.log_path, "beat: Starting...", process.popen, 60)
+            else:
+                raise AssertionError(f"how does service {name!r} say it is ready?")
         yield run
     drop_database(database)
 
