@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from django.conf import settings
 
 from chatsite.celery import app as celery_app
@@ -91,6 +92,9 @@ def run_env(database: str, tmp_path: Path) -> dict[str, str]:
     from tests.deploy.live_site import database_url
 
     test_id = settings.CELERY_TASK_DEFAULT_QUEUE.removesuffix("-tasks")
+    # One queue for the module's runs (one at a time); tasks left over are dropped.
+    queue = f"{test_id}-run"
+    redis.Redis.from_url(settings.REDIS_URL).delete(queue)
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
     env.update(
         {
@@ -98,8 +102,8 @@ def run_env(database: str, tmp_path: Path) -> dict[str, str]:
             "DEMO_PORT": str(live.free_port()),
             "DATABASE_URL": database_url(database),
             "REDIS_URL": settings.REDIS_URL,
-            "CELERY_TASK_QUEUE": f"{test_id}-run-{tmp_path.name}",
-            "CHANNEL_LAYER_PREFIX": f"{test_id}-run-{tmp_path.name}",
+            "CELERY_TASK_QUEUE": queue,
+            "CHANNEL_LAYER_PREFIX": queue,
             "ENV_FILE": str(tmp_path / "no.env"),  # not the developer's .env
             "DJANGO_SUPERUSER_USERNAME": ADMIN_NAME,
             "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
