@@ -1,0 +1,292 @@
+"""The admin: inspect users, rooms and exactly what was persisted of each message.
+
+Message rows are read-only here: the admin never saves, adds or deletes one.
+The two actions change rows only through ``messages_app.services``, which
+broadcast every change, so open browsers update live (DESIGN.md).
+
+Deleting a user or a room is turned off as well: it would change or remove
+message rows (``author`` set to NULL, cascade) behind the services' back, with
+no broadcast to the sockets watching. Deactivate a user instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from messages_app import services
+from messages_app.models import Message, Room, User
+from messages_app.services import ClientError
+
+EXCERPT_CHARS = 80
+
+
+def _change_link(obj: Any, text: str) -> SafeString:
+    meta = obj._meta
+    url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, text)
+
+
+def _message_label(message: Message) -> str:
+    excerpt = Truncator(" ".join(message.body.split())).chars(EXCERPT_CHARS)
+    return f"#{message.pk} {message.role} ({message.status}): {excerpt or '(empty)'}"
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    fieldsets = (
+        *(BaseUserAdmin.fieldsets or ()),
+        ("Chat", {"fields": ("display_name",)}),
+    )
+    add_fieldsets = (
+        *BaseUserAdmin.add_fieldsets,
+        ("Chat", {"fields": ("display_name",)}),
+    )
+    list_display = (
+        "username",
+        "display_name",
+        "email",
+        "is_staff",
+        "is_active",
+        "date_joined",
+        "last_login",
+    )
+    search_fields = ("username", "display_name", "email")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # see the module docstring: deactivate instead
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "granularity", "created_by", "created_at", "messages_link")
+    list_filter = ("granularity", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("created_at", "messages_link")
+    list_select_related = ("created_by",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Room]:
+        return super().get_queryset(request).annotate(message_count=Count("messages"))
+
+    @admin.display(description="messages", ordering="message_count")
+    def messages_link(self, room: Room) -> SafeString:
+        count = getattr(room, "message_count", None)
+        if count is None:
+            count = room.messages.count()
+        url = reverse("admin:messages_app_message_changelist") + f"?room__id__exact={room.pk}"
+        return format_html('<a href="{}">{} messages</a>', url, count)
+
+    def save_model(self, request: HttpRequest, obj: Room, form: Any, change: bool) -> None:
+        if not change and obj.created_by_id is None:
+            obj.created_by = request.user  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # see the module docstring
+
+
+def _run_per_row(
+    modeladmin: MessageAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Message],
+    *,
+    call: Callable[[Message], object],
+    done: str,
+) -> None:
+    """Call the service for each selected row on its own; report what happened to each."""
+    succeeded: list[str] = []
+    for message in queryset.select_related("room").order_by("pk"):
+        try:
+            call(message)
+        except ClientError as error:
+            modeladmin.message_user(request, f"#{message.pk}: {error.detail}", messages.ERROR)
+        else:
+            succeeded.append(f"#{message.pk}")
+            # The admin's history of the row says who did it (LogEntry, not the row).
+            modeladmin.log_change(request, message, f"{done} by the admin action.")
+    if succeeded:
+        modeladmin.message_user(
+            request, f"{done} {len(succeeded)}: {', '.join(succeeded)}.", messages.SUCCESS
+        )
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "room",
+        "author_name",
+        "role",
+        "status",
+        "excerpt",
+        "version",
+        "tokens",
+        "model",
+        "created_at",
+        "finished_at",
+    )
+    list_display_links = ("id", "excerpt")
+    list_filter = ("room", "role", "status", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("body", "author__username", "author__display_name")
+    date_hierarchy = "created_at"
+    list_select_related = ("room", "author")
+    list_per_page = 100
+    ordering = ("-id",)
+    actions = ("cancel_streaming_replies", "retry_failed_replies")
+
+    class Media:
+        css = {"all": ["messages_app/admin.css"]}  # <pre> bodies wrap, whitespace kept
+
+    fieldsets = (
+        (None, {"fields": ("room_link", "author_link", "role", "status", "version")}),
+        ("Body", {"fields": ("full_body",)}),
+        ("Conversation", {"fields": ("reply_to_link", "replies_links")}),
+        (
+            "Reply",
+            {
+                "fields": (
+                    "model",
+                    "error_text",
+                    "attempt",
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "total_tokens",
+                )
+            },
+        ),
+        ("Times", {"fields": ("created_at", "updated_at", "finished_at", "client_id")}),
+    )
+    readonly_fields = (
+        "room_link",
+        "author_link",
+        "role",
+        "status",
+        "version",
+        "full_body",
+        "reply_to_link",
+        "replies_links",
+        "model",
+        "error_text",
+        "attempt",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "client_id",
+    )
+
+    # --- read-only: only the services write a message -----------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Change permission gates the actions (no ``obj``); a row's page is view-only.
+
+        With ``obj`` this returns False, so Django shows the change page as a
+        read-only view and refuses a POST to it: a form save would write the row
+        without a version bump or a broadcast.
+        """
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    # --- columns ----------------------------------------------------------------
+
+    @admin.display(description="author", ordering="author__username")
+    def author_name(self, message: Message) -> str:
+        if message.author is not None:
+            return message.author.get_display_name()
+        return "@gpt" if message.role == "assistant" else "(deleted user)"
+
+    @admin.display(description="body")
+    def excerpt(self, message: Message) -> str:
+        return Truncator(" ".join(message.body.split())).chars(EXCERPT_CHARS) or "(empty)"
+
+    @admin.display(description="tokens", ordering="total_tokens")
+    def tokens(self, message: Message) -> str:
+        if message.total_tokens is None:
+            return "-"
+        return f"{message.total_tokens} ({message.prompt_tokens}+{message.completion_tokens})"
+
+    # --- the change page ----------------------------------------------------------
+
+    @admin.display(description="room")
+    def room_link(self, message: Message) -> SafeString:
+        return _change_link(message.room, f"{message.room.name} ({message.room.slug})")
+
+    @admin.display(description="author")
+    def author_link(self, message: Message) -> SafeString | str:
+        if message.author is None:
+            return self.author_name(message)
+        return _change_link(message.author, message.author.get_display_name())
+
+    @admin.display(description="body")
+    def full_body(self, message: Message) -> SafeString:
+        """The whole body as stored: every space and newline kept, HTML escaped."""
+        return format_html('<pre class="message-body">{}</pre>', message.body)
+
+    @admin.display(description="error")
+    def error_text(self, message: Message) -> SafeString | str:
+        if not message.error:
+            return "-"
+        return format_html('<pre class="message-error">{}</pre>', message.error)
+
+    @admin.display(description="in reply to")
+    def reply_to_link(self, message: Message) -> SafeString | str:
+        if message.reply_to is None:
+            return "-"
+        return _change_link(message.reply_to, _message_label(message.reply_to))
+
+    @admin.display(description="replies")
+    def replies_links(self, message: Message) -> SafeString | str:
+        replies = list(message.replies.order_by("pk"))
+        if not replies:
+            return "-"
+        return format_html(
+            '<ul class="message-replies">{}</ul>',
+            format_html_join(
+                "",
+                "<li>{}</li>",
+                ((_change_link(reply, _message_label(reply)),) for reply in replies),
+            ),
+        )
+
+    # --- actions: through the services, one row at a time ---------------------------
+
+    @admin.action(description="Cancel streaming replies", permissions=["change"])
+    def cancel_streaming_replies(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        """Stop each selected open reply for everyone (``services.reply_cancel``)."""
+        _run_per_row(
+            self,
+            request,
+            queryset,
+            call=lambda m: services.reply_cancel(room=m.room, message_id=m.pk),
+            done="Cancelled",
+        )
+
+    @admin.action(description="Retry failed replies", permissions=["change"])
+    def retry_failed_replies(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        """Stream each selected failed (or cancelled) reply again (``services.reply_retry``)."""
+        _run_per_row(
+            self,
+            request,
+            queryset,
+            call=lambda m: services.reply_retry(message_id=m.pk),
+            done="Queued again",
+        )
