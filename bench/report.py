@@ -1,0 +1,262 @@
+"""The Markdown report and the percentile plot of a benchmark run (``bench.run``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.metrics import delivery_ok
+
+
+def _ms(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def _ratio(app: float, floor: float) -> str:
+    if any(v is None or math.isnan(v) for v in (app, floor)) or floor <= 0:
+        return "—"
+    return f"×{app / floor:.2f}"
+
+
+def _num(value: float, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _cpu(figures: dict[str, Any]) -> str:
+    cpu = figures["cpu_s"]
+    if "relay" in cpu:
+        return f"relay {cpu['relay']:.2f}"
+    return f"web {cpu['web']:.2f} + worker {cpu['worker']:.2f}"
+
+
+def _cpu_total(figures: dict[str, Any]) -> float:
+    cpu = figures["cpu_s"]
+    return cpu.get("relay", cpu.get("web", 0.0) + cpu.get("worker", 0.0))
+
+
+def _delivery(figures: dict[str, Any]) -> str:
+    d = figures["delivery"]
+    text = f"{d['lost']} / {d['reordered']} / {d['duplicated']}"
+    if d["versions_coalesced"]:
+        text += f" ({d['versions_coalesced']} writes coalesced)"
+    if not delivery_ok(figures):
+        text += " **FAILED**"
+    return text
+
+
+HEADER = (
+    "| granularity | path | p50 ms | p95 ms | p99 ms | max ms | TTFT overhead p50 / max ms "
+    "| lost / reordered / dup | DB writes per reply | wire bytes per viewer per reply "
+    "(× reply) | CPU s | load / machine busy |\n"
+    "|---|---|--:|--:|--:|--:|--:|---|--:|--:|---|---|\n"
+)
+
+
+def scenario_table(scenario: dict[str, Any]) -> str:
+    rows = []
+    by_key = {(r["path"], r["granularity"]): r for r in scenario["rounds"]}
+    granularities = list(dict.fromkeys(r["granularity"] for r in scenario["rounds"]))
+    for granularity in granularities:
+        floor, app = by_key.get(("floor", granularity)), by_key.get(("app", granularity))
+        for path, figures in (("floor", floor), ("app", app)):
+            if figures is None:
+                continue
+            lat, ttft = figures["latency_ms"], figures["ttft_ms"]
+            rows.append(
+                f"| {granularity} | {path} | {_ms(lat['p50'])} | {_ms(lat['p95'])} "
+                f"| {_ms(lat['p99'])} | {_ms(lat['max'])} "
+                f"| {_ms(ttft['p50'])} / {_ms(ttft['max'])} | {_delivery(figures)} "
+                f"| {_num(figures['db_writes_per_reply'])} "
+                f"| {_num(figures['wire_bytes_per_viewer_per_reply'], 0)} "
+                f"({_num(figures['wire_ratio_to_reply'], 2)}×) "
+                f"| {_cpu(figures)} | {figures['load']:.2f} / {figures['machine_busy']:.0%} |"
+            )
+        if floor and app:
+            la, lf = app["latency_ms"], floor["latency_ms"]
+            rows.append(
+                f"| {granularity} | **app ÷ floor** | {_ratio(la['p50'], lf['p50'])} "
+                f"| {_ratio(la['p95'], lf['p95'])} | {_ratio(la['p99'], lf['p99'])} "
+                f"| {_ratio(la['max'], lf['max'])} "
+                f"| {_ratio(app['ttft_ms']['p50'], floor['ttft_ms']['p50'])} | | "
+                f"| {_ratio(app['wire_bytes_per_viewer_per_reply'], floor['wire_bytes_per_viewer_per_reply'])} "  # noqa: E501
+                f"| {_ratio(_cpu_total(app), _cpu_total(floor))} | |"
+            )
+    return HEADER + "\n".join(rows) + "\n"
+
+
+def _round(results: dict[str, Any], name: str, path: str, granularity: str) -> dict[str, Any]:
+    for scenario in results["scenarios"]:
+        if scenario["name"] == name:
+            for r in scenario["rounds"]:
+                if r["path"] == path and r["granularity"] == granularity:
+                    return r
+    return {}
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """The issue's targets (token granularity), each with the measured figure and verdict."""
+    out: list[tuple[str, str, bool | None]] = []
+
+    def pair(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        return _round(results, name, "app", "token"), _round(results, name, "floor", "token")
+
+    app, floor = pair("1×1")
+    if app and floor:
+        a, f = app["latency_ms"]["p50"], floor["latency_ms"]["p50"]
+        out.append(("1×1: p50 ≤ floor + 3 ms", f"{a:.1f} ms vs floor {f:.1f} + 3 ms", a <= f + 3))
+    app, floor = pair("3×50")
+    if app and floor:
+        a, f = app["latency_ms"], floor["latency_ms"]
+        out.append(
+            ("3×50: p50 ≤ 1.5× floor", f"×{a['p50'] / f['p50']:.2f}", a["p50"] <= 1.5 * f["p50"])
+        )
+        out.append(
+            ("3×50: p99 ≤ 2× floor", f"×{a['p99'] / f['p99']:.2f}", a["p99"] <= 2 * f["p99"])
+        )
+    app, floor = pair("10×50")
+    if app and floor:
+        a, f = app["latency_ms"], floor["latency_ms"]
+        d = app["delivery"]
+        out.append(
+            ("10×50: p50 ≤ 2× floor", f"×{a['p50'] / f['p50']:.2f}", a["p50"] <= 2 * f["p50"])
+        )
+        out.append(
+            ("10×50: p99 ≤ 3× floor", f"×{a['p99'] / f['p99']:.2f}", a["p99"] <= 3 * f["p99"])
+        )
+        out.append(
+            (
+                "10×50: zero lost or reordered",
+                f"lost {d['lost']}, reordered {d['reordered']}",
+                d["lost"] == 0 and d["reordered"] == 0,
+            )
+        )
+    app, _ = pair("100 streams")
+    if app:
+        ttft = app["ttft_ms"]
+        out.append(
+            (
+                "100 streams on one worker: TTFT overhead ≤ 50 ms",
+                f"p50 {ttft['p50']:.1f} ms, p95 {ttft['p95']:.1f} ms, max {ttft['max']:.1f} ms",
+                ttft["p95"] <= 50,
+            )
+        )
+    for name in ("1×1", "3×50", "10×50"):
+        app, _ = pair(name)
+        if app:
+            ratio = app["wire_ratio_to_reply"]
+            out.append(
+                (
+                    f"{name}: wire bytes per viewer per reply ≤ 1.5× reply",
+                    f"{ratio:.2f}×",
+                    ratio <= 1.5,
+                )
+            )
+    return out
+
+
+def markdown(
+    results: dict[str, Any], *, before: dict[str, Any] | None = None, plot: Path | None = None
+) -> str:
+    m = results["machine"]
+    parts = [
+        "# Benchmarks: the persisted stream against a direct relay\n",
+        'Generated by `bench/run.py` (see README.md, "Benchmarks"). Every figure of a table '
+        "comes from one run, in which the direct-relay floor (one asyncio process: openai SDK "
+        "stream → `websockets.broadcast`, no database, no Redis) was measured the same way, "
+        "by the same viewer processes, just before the app.\n",
+        "## Machine and command\n",
+        f"- {m['nproc']} cores: {m['cpu']}; Linux {m['kernel']}; Python {m['python']}",
+        f"- load average at start {tuple(round(x, 2) for x in m['loadavg'])}, at end "
+        f"{tuple(round(x, 2) for x in results['loadavg_end'])} (other engineers' processes "
+        "share the machine; each row gives the 1-minute load and the whole machine's busy "
+        "share during its round)",
+        f"- command: `{results['command']}` ({results['seconds']:.0f} s), started "
+        f"{results['started']}",
+        f"- model: the demo server at {results['rate']:g} tokens/s, a reply of "
+        f"{results['reply_tokens']} tokens ({results['reply_chars']} characters); "
+        f"{results['viewer_procs']} viewer processes; Celery threads pool, concurrency "
+        f"{results['worker_concurrency']}",
+        "",
+        "Added latency = time a viewer received a delta − time the model emitted the token "
+        "holding the delta's last character. TTFT overhead = first delta at a viewer − first "
+        "token emitted. Lost counts gaps, missing replies and a final text (built from deltas "
+        "alone) that differs from the database row. Wire bytes are the TCP payload a viewer "
+        "received from its post to the final `message` frame (every frame of the reply: the "
+        "question, the placeholder, the status changes, the deltas).\n",
+    ]
+    if plot is not None:
+        parts.append(f"![percentiles]({plot.name})\n")
+    verdicts = targets(results)
+    if verdicts:
+        parts.append("## Targets (token granularity)\n")
+        parts.append("| target | measured | met |\n|---|---|---|")
+        for name, measured, ok in verdicts:
+            parts.append(f"| {name} | {measured} | {'yes' if ok else '**no**'} |")
+        parts.append("")
+    for scenario in results["scenarios"]:
+        parts.append(
+            f"## {scenario['name']}: {scenario['streams']} stream(s) × {scenario['viewers']} "
+            "viewer(s) per room\n"
+        )
+        parts.append(scenario_table(scenario))
+    if before is not None:
+        parts.append("## Before: the same benchmark on the code before this work\n")
+        parts.append(
+            f"Run `{before['command']}` at {before['started']} (its own floor, same machine).\n"
+        )
+        for scenario in before["scenarios"]:
+            parts.append(f"### {scenario['name']} (before)\n")
+            parts.append(scenario_table(scenario))
+    return "\n".join(parts) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = results["scenarios"]
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 4.2), squeeze=False)
+    colours = {"floor": "#4c72b0", "app": "#dd8452"}
+    for ax, scenario in zip(axes[0], scenarios, strict=True):
+        granularities = list(dict.fromkeys(r["granularity"] for r in scenario["rounds"]))
+        width = 0.13
+        for gi, granularity in enumerate(granularities):
+            for pi, path_name in enumerate(("floor", "app")):
+                r = _round(results, scenario["name"], path_name, granularity)
+                if not r:
+                    continue
+                for qi, q in enumerate(("p50", "p95", "p99")):
+                    x = gi + (pi * 3 + qi - 2.5) * width
+                    ax.bar(
+                        x,
+                        r["latency_ms"][q],
+                        width,
+                        color=colours[path_name],
+                        alpha=(1.0, 0.7, 0.45)[qi],
+                        edgecolor="black",
+                        linewidth=0.3,
+                    )
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(granularities)), granularities)
+        ax.set_title(f"{scenario['name']} ({scenario['streams']}×{scenario['viewers']})")
+        ax.set_ylabel("added latency, ms (log)")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color=colours[p], alpha=a)
+        for p in ("floor", "app")
+        for a in (1.0, 0.7, 0.45)
+    ]
+    labels = [f"{p} {q}" for p in ("floor", "app") for q in ("p50", "p95", "p99")]
+    fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False)
+    fig.suptitle(f"Added latency token→viewer at {results['rate']:g} tokens/s: floor vs app")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
