@@ -457,7 +457,8 @@ class Bench:
         scenarios = QUICK if self.args.quick else FULL
         if self.args.scenarios:
             wanted = set(self.args.scenarios.split(","))
-            scenarios = tuple(s for s in (*FULL, *QUICK) if s.name.replace("×", "x") in wanted)
+            known = {s.name: s for s in (*FULL, *QUICK)}
+            scenarios = tuple(s for s in known.values() if s.name.replace("×", "x") in wanted)
         granularities = tuple(self.args.granularities.split(","))
         tokens = self.args.tokens or (40 if self.args.quick else 150)
         text = reply_text(tokens)
