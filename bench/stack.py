@@ -117,7 +117,7 @@ class BenchStack:
                 "DATABASE_URL": self.db_url,
                 "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
                 "CELERY_TASK_QUEUE": f"bench-{self.run_id}-tasks",
-                "CHANNEL_LAYER_PREFIX": f"bench-{self.run_id}-layer",
+                "CHAT_REDIS_PREFIX": f"bench-{self.run_id}-events",
                 "OPENAI_BASE_URL": f"{self.model.url}/v1",
                 "OPENAI_API_KEY": "bench-key",
                 "OPENAI_MODEL": "bench-model",

@@ -132,20 +132,14 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: Celery broker and the channel layer -----------------------------
+# --- Redis: Celery broker and room events -------------------------------------
 REDIS_URL = check_redis_url(env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))
-CHANNEL_LAYERS = {
-    "default": {
-        # The pub/sub layer keeps one Redis subscription per group per process and
-        # fans out in memory; RedisChannelLayer silently drops group messages to a
-        # channel at capacity, which a fast stream reaches (CONVENTIONS.md).
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {
-            "hosts": [REDIS_URL],
-            "prefix": env_str("CHANNEL_LAYER_PREFIX", "chat"),
-        },
-    }
-}
+# Room events do not use a Channels layer: each change is one PUBLISH on the
+# room's channel, and each web process keeps one subscription per room and fans
+# out to its sockets in memory (messages_app/fanout.py; docs/benchmarks.md says
+# why). This prefix names those channels and the workers' cancel channel, so two
+# deployments (or test runs) can share one Redis.
+CHAT_REDIS_PREFIX = env_str("CHAT_REDIS_PREFIX", "chat")
 
 # --- Celery: long, I/O-bound streaming tasks -----------------------------------
 # The worker runs the threads pool (scripts/run.sh, docker-compose.yml): a reply
