@@ -107,9 +107,24 @@ DATABASES = {
         env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat")
     )
 }
-# Short-lived transactions from many threads: keep connections open between
-# requests/flushes, and check them before reuse so a restarted Postgres heals.
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+# Short transactions from many threads (a worker streams up to a hundred replies
+# at once, each flush its own UPDATE): a pool per process (psycopg_pool, Django's
+# "pool" option) shares a few connections among them, since Postgres allows only
+# so many (max_connections, 100 by default, for every process and deployment).
+# A streaming run gives its connection back after each flush (worker/streaming.py).
+# Connections are checked before reuse so a restarted Postgres heals.
+# DATABASE_POOL_MAX_SIZE=0 turns the pool off: one persistent connection per
+# thread instead (DATABASE_CONN_MAX_AGE seconds).
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=0, maximum=1000)
+if DATABASE_POOL_MAX_SIZE:
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 30.0, minimum=0.1),
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django requires 0
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 AUTH_USER_MODEL = "messages_app.User"

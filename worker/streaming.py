@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.db import close_old_connections
 
 from messages_app import selectors, services
 from messages_app.models import Message, Role, Status
@@ -134,4 +135,8 @@ class ReplyRun:
         appended = services.reply_append(
             message_id=self.message_id, attempt=self.attempt, text=text
         )
+        # Each flush is a unit of work, like a request: with the pool, the
+        # connection goes back to it while the next token is awaited, so a
+        # hundred streams share a few connections (chatsite/settings.py).
+        close_old_connections()
         return appended is not None
