@@ -74,8 +74,15 @@ def _client(base_url: str | None, api_key: str, timeout: float) -> openai.OpenAI
     )
 
 
+_client_lock = threading.Lock()
+
+
 def client(target: Endpoint) -> openai.OpenAI:
-    return _client(target.base_url, target.api_key, settings.GPT_TOKEN_TIMEOUT)
+    # Under the lock, so that a hundred streams starting together build one
+    # client (its TLS context alone costs tens of milliseconds of CPU) and not
+    # one each: functools.cache does not stop concurrent first calls.
+    with _client_lock:
+        return _client(target.base_url, target.api_key, settings.GPT_TOKEN_TIMEOUT)
 
 
 def is_retryable(error: BaseException) -> bool:
