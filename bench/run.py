@@ -70,6 +70,11 @@ FULL = (
 QUICK = (Scenario("1×1", 1, 1), Scenario("3×10", 3, 10))
 
 
+def slug(name: str) -> str:
+    """A scenario's name as ``--scenarios`` takes it: ``10×50`` → ``10x50``."""
+    return name.replace("×", "x").replace(" ", "-")
+
+
 def reply_text(tokens: int) -> str:
     from worker.demo_llm import tokenize
 
@@ -406,13 +411,14 @@ class Bench:
             return []
         out = Path(self.args.profile_dir)
         out.mkdir(parents=True, exist_ok=True)
-        name = f"{scenario.name.replace('×', 'x').replace(' ', '-')}-{granularity}"
+        name = f"{slug(scenario.name)}-{granularity}"
         return [
             subprocess.Popen(  # noqa: S603 - py-spy on our own processes
                 [
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
                     "--nonblocking",
+                    "--gil",
                     "--format",
                     "raw",
                     "--rate",
@@ -458,7 +464,7 @@ class Bench:
         if self.args.scenarios:
             wanted = set(self.args.scenarios.split(","))
             known = {s.name: s for s in (*FULL, *QUICK)}
-            scenarios = tuple(s for s in known.values() if s.name.replace("×", "x") in wanted)
+            scenarios = tuple(s for s in known.values() if slug(s.name) in wanted)
         granularities = tuple(self.args.granularities.split(","))
         tokens = self.args.tokens or (40 if self.args.quick else 150)
         text = reply_text(tokens)

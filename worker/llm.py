@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import queue
 import random
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +160,57 @@ class ChatStream:
                 sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # already closed
+
+    def batches(self, on_wait: Callable[[], None] | None = None) -> Iterator[list[Piece]]:
+        """The pieces, each batch being all that arrived while the caller handled the last.
+
+        A reader thread iterates the stream; the caller gets everything it has
+        read so far at once. When the caller keeps up, every batch is one piece;
+        when it falls behind (a hundred streams in one process, a slow write),
+        the pieces that queued up come as one batch, to be written at once,
+        instead of the delay growing with every piece. ``on_wait`` is called
+        before waiting for the next piece (the caller gives back its database
+        connection then). Errors of the stream are raised here, after the pieces
+        that came before them.
+        """
+        pieces: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        end = object()
+
+        def read() -> None:
+            try:
+                for piece in self:
+                    pieces.put(piece)
+                pieces.put(end)
+            except BaseException as error:  # handed to the caller's thread
+                pieces.put(error)
+
+        reader = threading.Thread(target=read, name="model-stream", daemon=True)
+        reader.start()
+        finished = False
+        try:
+            while True:
+                if pieces.empty() and on_wait is not None:
+                    on_wait()
+                batch: list[Piece] = []
+                item = pieces.get()
+                while True:
+                    if item is end or isinstance(item, BaseException):
+                        finished = True
+                        if batch:
+                            yield batch
+                        if item is end:
+                            return
+                        raise item
+                    batch.append(item)
+                    try:
+                        item = pieces.get_nowait()
+                    except queue.Empty:
+                        break
+                yield batch
+        finally:
+            if not finished:
+                self.close()  # the caller stopped early: let the reader go
+            reader.join(timeout=5)
 
     def _open(self) -> Any:
         while True:

@@ -86,13 +86,20 @@ class ReplyRun:
             unregister()
 
     def _stream_into_row(self, stream: llm.ChatStream, chunker: Chunker) -> str:
+        """Write the stream into the row; the database connection is given back
+        (``close_old_connections``: to the pool) whenever the run waits for the
+        model, so a hundred streams share a few connections (chatsite/settings.py)."""
         usage: dict[str, int] | None = None
         model = ""
         try:
-            for piece in stream:
-                usage = piece.usage or usage
-                model = piece.model or model
-                for text in chunker.feed(piece.text):
+            # A batch is every piece that arrived while the last write ran: one
+            # token when the writes keep up, and then the chunker flushes after
+            # each token (word, sentence); more under load, written at once.
+            for batch in stream.batches(on_wait=close_old_connections):
+                for piece in batch:
+                    usage = piece.usage or usage
+                    model = piece.model or model
+                for text in chunker.feed("".join(piece.text for piece in batch)):
                     if not self._append(text):
                         self.stop("cancelled")
                         return "cancelled"
@@ -135,8 +142,4 @@ class ReplyRun:
         appended = services.reply_append(
             message_id=self.message_id, attempt=self.attempt, text=text
         )
-        # Each flush is a unit of work, like a request: with the pool, the
-        # connection goes back to it while the next token is awaited, so a
-        # hundred streams share a few connections (chatsite/settings.py).
-        close_old_connections()
         return appended is not None
