@@ -26,10 +26,11 @@ coalesced; when it falls behind, the work per socket shrinks instead of piling u
 The same merge applies to frames queued behind a socket whose writes wait (the
 generic ASGI path).
 
-Writes: under daphne, frames go to autobahn's broadcast API
-(``sendPreparedMessage``: framed once, written to each socket's transport); under
-any other ASGI server (and in tests) through the ASGI ``send``, by one writer task
-per socket.
+Writes: under daphne, a frame is framed once (autobahn's ``PreparedMessage``, its
+API for broadcasting) and its bytes go to each socket's transport, all of a
+batch's frames for one socket in one write, straight to the socket when Twisted
+has nothing queued for it (``write_now``). Under any other ASGI server (and in
+tests) frames go through the ASGI ``send``, by one writer task per socket.
 
 After Redis comes back from an outage, the hub subscribes again and sends each
 socket the rows of its room that changed meanwhile, as ``message`` frames (the
@@ -188,6 +189,49 @@ def daphne_protocol(send: Send) -> Any:
     return None
 
 
+def _plain_tcp(transport: Any) -> bool:
+    """Whether ``write_now`` may write to this Twisted transport's socket itself."""
+    try:
+        from twisted.internet.tcp import Connection
+    except ImportError:  # pragma: no cover - daphne depends on Twisted
+        return False
+    return (
+        isinstance(transport, Connection)
+        and not getattr(transport, "TLS", True)
+        and hasattr(transport, "_tempDataLen")
+        and hasattr(transport, "socket")
+    )
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """Write ``data`` on a plain TCP Twisted transport, now when nothing is queued.
+
+    Twisted's ``write`` appends to its buffer and registers the socket for
+    writability, and on the next loop turn sends and unregisters it: two
+    ``epoll_ctl`` calls and a callback per write. With its buffer empty, the
+    ``send`` it would make next is made here; whatever the socket does not take
+    (or any error, which Twisted then handles and reports as usual) goes to
+    ``transport.write`` behind it, so the byte order is Twisted's.
+    """
+    if (
+        transport.dataBuffer
+        or transport._tempDataLen
+        or not transport.connected
+        or transport.disconnecting
+    ):
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        transport.write(data)
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
 class Member:
     """One socket of a room, as the hub writes to it.
 
@@ -198,6 +242,7 @@ class Member:
     def __init__(self, send: Send) -> None:
         self.send = send
         self.protocol = daphne_protocol(send)
+        self.direct = False  # write_now to the socket (set once it is accepted)
         self.versions: dict[int, int] = {}
         self.pending: list[Frame] | None = []
         self.closed = False
@@ -211,6 +256,8 @@ class Member:
         held, self.pending = self.pending or [], None
         if self.protocol is None:
             self._writer = asyncio.create_task(self._write_loop())
+        else:
+            self.direct = _plain_tcp(self.protocol.transport)
         self.deliver(held)
 
     def close(self) -> None:
@@ -227,6 +274,7 @@ class Member:
             self.pending.extend(frames)
             return
         versions = self.versions
+        out = []
         for frame in frames:
             message_id = frame.message_id
             if message_id is not None:
@@ -240,15 +288,26 @@ class Member:
                         continue
                     frame = partial
                 versions[message_id] = frame.last_version
-            self._write(frame)
+            out.append(frame)
+        if out:
+            self._write(out)
 
-    def _write(self, frame: Frame) -> None:
+    def _write(self, frames: list[Frame]) -> None:
         protocol = self.protocol
         if protocol is None:
-            self._outbox.append(frame)
+            self._outbox += frames
             self._wakeup.set()
-        elif protocol.state == protocol.STATE_OPEN:
-            protocol.sendPreparedMessage(frame.prepared(protocol.factory))
+            return
+        if protocol.state != protocol.STATE_OPEN:
+            return  # closing: the consumer's disconnect removes this member
+        factory = protocol.factory
+        if not self.direct or protocol._perMessageCompress is not None or protocol.send_queue:
+            # compression negotiated, or autobahn has queued sends of its own
+            for frame in frames:
+                protocol.sendPreparedMessage(frame.prepared(factory))
+            return
+        data = b"".join(frame.prepared(factory).payloadHybi for frame in frames)
+        write_now(protocol.transport, data)
 
     async def _write_loop(self) -> None:
         """The generic path: one ASGI send per frame, merging deltas that queued up."""
