@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from messages_app import selectors, services
 from messages_app.models import Message, Role, Status
@@ -44,6 +44,21 @@ def build_context(reply: Message) -> list[dict[str, Any]]:
             name = message.author.get_display_name() if message.author else "someone"
             messages.append({"role": "user", "content": f"{name}: {message.body}"})
     return messages
+
+
+def _give_back_connection(idle: bool) -> None:
+    """Before a streaming run waits for the model: return its connection to the pool
+    if another thread waits for one, or once the model has been quiet a while.
+
+    A hundred streams share a few connections (chatsite/settings.py); but while
+    none waits, keeping the connection saves a checkout (and its health check,
+    a round trip) per write. Without a pool, connections persist as configured.
+    """
+    pool = connection.pool if connection.connection is not None else None
+    if pool is None:
+        close_old_connections()
+    elif idle or pool.get_stats().get("requests_waiting", 0):
+        connection.close()
 
 
 class ReplyRun:
@@ -86,16 +101,13 @@ class ReplyRun:
             unregister()
 
     def _stream_into_row(self, stream: llm.ChatStream, chunker: Chunker) -> str:
-        """Write the stream into the row; the database connection is given back
-        (``close_old_connections``: to the pool) whenever the run waits for the
-        model, so a hundred streams share a few connections (chatsite/settings.py)."""
         usage: dict[str, int] | None = None
         model = ""
         try:
             # A batch is every piece that arrived while the last write ran: one
             # token when the writes keep up, and then the chunker flushes after
             # each token (word, sentence); more under load, written at once.
-            for batch in stream.batches(on_wait=close_old_connections):
+            for batch in stream.batches(on_wait=_give_back_connection):
                 for piece in batch:
                     usage = piece.usage or usage
                     model = piece.model or model

@@ -36,15 +36,25 @@ class FakeStream(llm.ChatStream):
 
 def test_batches_are_single_pieces_when_the_caller_keeps_up() -> None:
     stream = FakeStream(["a", "b", "c"])
-    waits: list[int] = []
+    waits: list[bool] = []
     seen: list[list[str]] = []
     stream.release.release()
-    for batch in stream.batches(on_wait=lambda: waits.append(1)):
+    for batch in stream.batches(on_wait=lambda idle: waits.append(idle)):
         seen.append([piece.text for piece in batch])
         if len(seen) < 3:
             stream.release.release()
     assert seen == [["a"], ["b"], ["c"]]
-    assert waits  # the caller gave its connection back while it waited
+    assert waits and not any(waits)  # asked before each wait, never idle that long
+
+
+def test_a_long_wait_is_reported_as_idle() -> None:
+    stream = FakeStream(["a"])
+    waits: list[bool] = []
+    batches = stream.batches(on_wait=lambda idle: waits.append(idle), idle=0.05)
+    threading.Timer(0.3, stream.release.release).start()
+    assert [p.text for p in next(batches)] == ["a"]
+    assert waits == [False, True]
+    assert list(batches) == []
 
 
 def test_pieces_that_arrive_during_a_slow_write_come_together() -> None:
