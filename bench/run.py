@@ -148,6 +148,7 @@ class Bench:
         self.floor_port = live.free_port()
         self.floor_pid = 0
         self.round_no = 0
+        self.warming = False
 
     # --- processes ------------------------------------------------------------
 
@@ -443,9 +444,19 @@ class Bench:
         for process in profilers:
             process.wait(30)
 
+    def warm_up(self) -> None:
+        """One short unmeasured round on each path: imports, clients, connections."""
+        self.warming = True
+        scenario, text = Scenario("warm-up", 2, 2), reply_text(20)
+        self.run_floor(scenario, ("token",), text)
+        self.run_app(scenario, ("token",), text)
+        self.warming = False
+
     def report_round(
         self, path: str, scenario: Scenario, granularity: str, figures: dict[str, Any]
     ) -> None:
+        if self.warming:
+            return
         lat, d = figures["latency_ms"], figures["delivery"]
         print(
             f"{scenario.name:>12} {granularity:>8} {path:>5}: "
@@ -468,6 +479,7 @@ class Bench:
         granularities = tuple(self.args.granularities.split(","))
         tokens = self.args.tokens or (40 if self.args.quick else 150)
         text = reply_text(tokens)
+        self.warm_up()
         started = time.time()
         info = machine()
         print(f"machine: {info['nproc']} × {info['cpu']}, load {info['loadavg']}", flush=True)
