@@ -140,6 +140,7 @@ class Bench:
             log_dir=self.log_dir,
             worker_concurrency=args.worker_concurrency,
             keep_database=args.keep_db,
+            extra_env=dict(pair.split("=", 1) for pair in args.env),
         )
         self.ctx = multiprocessing.get_context("spawn")
         self.viewer_conns: list[Connection] = []
@@ -528,6 +529,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--viewer-procs", type=int, default=2)
     parser.add_argument("--worker-concurrency", type=int, default=120)
     parser.add_argument("--compression", action="store_true", help="viewers offer deflate")
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for web and worker (repeatable)"
+    )
     parser.add_argument("--run-id", default="", help="names the database, queue and prefix")
     parser.add_argument("--log-dir", default="")
     parser.add_argument("--keep-db", action="store_true")
