@@ -68,6 +68,21 @@ def send_to_room(room_id: int, event: dict[str, Any]) -> None:
         logger.exception("could not publish %s to room %s", event.get("type"), room_id)
 
 
+def send_to_rooms(room_events: list[tuple[int, dict[str, Any]]]) -> None:
+    """``send_to_room`` for each (room id, event), in order, in one Redis round trip."""
+    if len(room_events) <= 1:
+        for room_id, event in room_events:
+            send_to_room(room_id, event)
+        return
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        for room_id, event in room_events:
+            pipe.publish(room_channel(room_id), event["frame"])
+        pipe.execute()
+    except redis.RedisError:
+        logger.exception("could not publish %s events", len(room_events))
+
+
 def cancel_channel() -> str:
     """The Redis pub/sub channel on which workers hear that a reply was cancelled."""
     return f"{settings.CHAT_REDIS_PREFIX}:cancel"

@@ -47,18 +47,16 @@ def build_context(reply: Message) -> list[dict[str, Any]]:
 
 
 def _give_back_connection(idle: bool) -> None:
-    """Before a streaming run waits for the model: return its connection to the pool
-    if another thread waits for one, or once the model has been quiet a while.
-
-    A hundred streams share a few connections (chatsite/settings.py); but while
-    none waits, keeping the connection saves a checkout (and its health check,
-    a round trip) per write. Without a pool, connections persist as configured.
+    """While a streaming run waits for the model, it needs no database connection:
+    its appends are written by the process's append thread (``reply_append``,
+    batched). With the pool, this thread's connection goes back to it, so a
+    hundred streams share a few (chatsite/settings.py); without, it persists as
+    configured.
     """
-    pool = connection.pool if connection.connection is not None else None
-    if pool is None:
-        close_old_connections()
-    elif idle or pool.get_stats().get("requests_waiting", 0):
+    if connection.connection is not None and connection.pool is not None:
         connection.close()
+    else:
+        close_old_connections()
 
 
 class ReplyRun:
@@ -152,6 +150,6 @@ class ReplyRun:
         assert self.attempt is not None  # noqa: S101
         self.writes += 1
         appended = services.reply_append(
-            message_id=self.message_id, attempt=self.attempt, text=text
+            message_id=self.message_id, attempt=self.attempt, text=text, batched=True
         )
         return appended is not None
