@@ -127,10 +127,15 @@ class Floor:
         )
         return {"room": room, "reply_id": reply_id, "body": text, "started": started}
 
-    async def serve(self, conn: Connection, port: int) -> None:
+    async def serve(self, conn: Connection, port: int, compression: bool) -> None:
         loop = asyncio.get_running_loop()
         async with serve(
-            self.handler, "127.0.0.1", port, compression=None, ping_interval=None, max_size=None
+            self.handler,
+            "127.0.0.1",
+            port,
+            compression="deflate" if compression else None,
+            ping_interval=None,
+            max_size=None,
         ):
             conn.send({"ready": True})
             while True:
@@ -150,6 +155,6 @@ class Floor:
                     conn.send({"error": f"unknown command {command['cmd']!r}"})
 
 
-def main(conn: Connection, port: int, model_url: str) -> None:
-    """The entry point of the floor process."""
-    asyncio.run(Floor(model_url).serve(conn, port))
+def main(conn: Connection, port: int, model_url: str, compression: bool = False) -> None:
+    """The entry point of the floor process (``compression``: accept permessage-deflate)."""
+    asyncio.run(Floor(model_url).serve(conn, port, compression))

@@ -34,6 +34,13 @@ def _cpu(figures: dict[str, Any]) -> str:
     return f"web {cpu['web']:.2f} + worker {cpu['worker']:.2f}"
 
 
+def _commit(figures: dict[str, Any]) -> str:
+    commit = figures.get("db_commit_ms")
+    if not commit or not commit.get("n"):
+        return "—"
+    return f"{_ms(commit['p50'])} / {_ms(commit['p99'])}"
+
+
 def _cpu_total(figures: dict[str, Any]) -> float:
     cpu = figures["cpu_s"]
     return cpu.get("relay", cpu.get("web", 0.0) + cpu.get("worker", 0.0))
@@ -50,10 +57,10 @@ def _delivery(figures: dict[str, Any]) -> str:
 
 
 HEADER = (
-    "| granularity | path | p50 ms | p95 ms | p99 ms | max ms | TTFT overhead p50 / max ms "
+    "| granularity | path | p50 ms | p95 ms | p99 ms | max ms | TTFT overhead p50 / p95 ms "
     "| lost / reordered / dup | DB writes per reply | wire bytes per viewer per reply "
-    "(× reply) | CPU s | load / machine busy |\n"
-    "|---|---|--:|--:|--:|--:|--:|---|--:|--:|---|---|\n"
+    "(× reply) | CPU s per round | load / machine busy | Postgres commit p50 / p99 ms |\n"
+    "|---|---|--:|--:|--:|--:|--:|---|--:|--:|---|---|---|\n"
 )
 
 
@@ -70,11 +77,12 @@ def scenario_table(scenario: dict[str, Any]) -> str:
             rows.append(
                 f"| {granularity} | {path} | {_ms(lat['p50'])} | {_ms(lat['p95'])} "
                 f"| {_ms(lat['p99'])} | {_ms(lat['max'])} "
-                f"| {_ms(ttft['p50'])} / {_ms(ttft['max'])} | {_delivery(figures)} "
+                f"| {_ms(ttft['p50'])} / {_ms(ttft['p95'])} | {_delivery(figures)} "
                 f"| {_num(figures['db_writes_per_reply'])} "
                 f"| {_num(figures['wire_bytes_per_viewer_per_reply'], 0)} "
                 f"({_num(figures['wire_ratio_to_reply'], 2)}×) "
-                f"| {_cpu(figures)} | {figures['load']:.2f} / {figures['machine_busy']:.0%} |"
+                f"| {_cpu(figures)} | {figures['load']:.2f} / {figures['machine_busy']:.0%} "
+                f"| {_commit(figures)} |"
             )
         if floor and app:
             la, lf = app["latency_ms"], floor["latency_ms"]
@@ -84,7 +92,7 @@ def scenario_table(scenario: dict[str, Any]) -> str:
                 f"| {_ratio(la['max'], lf['max'])} "
                 f"| {_ratio(app['ttft_ms']['p50'], floor['ttft_ms']['p50'])} | | "
                 f"| {_ratio(app['wire_bytes_per_viewer_per_reply'], floor['wire_bytes_per_viewer_per_reply'])} "  # noqa: E501
-                f"| {_ratio(_cpu_total(app), _cpu_total(floor))} | |"
+                f"| {_ratio(_cpu_total(app), _cpu_total(floor))} | | |"
             )
     return HEADER + "\n".join(rows) + "\n"
 

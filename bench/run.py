@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -130,6 +131,108 @@ def ask(conn: Connection, command: dict[str, Any]) -> Any:
     return reply
 
 
+@dataclass
+class AppRooms:
+    rooms: list[Any]
+    asker: Any
+    sockets: int
+
+
+@dataclass
+class FloorRooms:
+    keys: list[str]
+    sockets: int
+
+
+class CommitProbe:
+    """Postgres commit latency, sampled every 20 ms while a round runs (its own table).
+
+    Every append waits for its commit (WAL flush) before it is shown: when the
+    disk is slow (other processes writing), the app's tail follows this one.
+    """
+
+    def __init__(self, db_url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(db_url, autocommit=True)
+        self.conn.execute("CREATE TABLE IF NOT EXISTS bench_probe (id int PRIMARY KEY, n int)")
+        self.conn.execute("INSERT INTO bench_probe VALUES (1, 0) ON CONFLICT DO NOTHING")
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.samples = []
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        return self.samples
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            began = time.perf_counter()
+            self.conn.execute("UPDATE bench_probe SET n = n + 1 WHERE id = 1")
+            self.samples.append(time.perf_counter() - began)
+
+
+class Meter:
+    """CPU seconds of the measured processes and the machine, and the commit probe."""
+
+    def __init__(self, pids: dict[str, int], viewer_pids: list[int], probe: CommitProbe) -> None:
+        self.pids, self.viewer_pids, self.probe = pids, viewer_pids, probe
+
+    def __enter__(self) -> Meter:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.viewers_before = sum(cpu_seconds(pid) for pid in self.viewer_pids)
+        self.machine = CpuMeter()
+        self.load = os.getloadavg()[0]
+        self.probe.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.commits = self.probe.stop()
+        self.busy = self.machine.busy()
+        self.cpu = {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+        self.cpu["viewers"] = (
+            sum(cpu_seconds(pid) for pid in self.viewer_pids) - self.viewers_before
+        )
+
+
+@dataclass
+class RoundData:
+    replies: list[metrics.Reply]
+    sockets: list[dict[str, Any]]
+    emissions: dict[str, metrics.Emission]
+    meter: Meter
+
+
+def pooled_figures(rounds: list[RoundData], sockets_per_round: int) -> dict[str, Any]:
+    """The figures of alternating rounds of one path, their samples pooled."""
+    cpu: dict[str, float] = {}
+    for data in rounds:
+        for name, seconds in data.meter.cpu.items():
+            cpu[name] = cpu.get(name, 0.0) + seconds / len(rounds)
+    figures = metrics.round_figures(
+        replies=[reply for data in rounds for reply in data.replies],
+        sockets=[sock for data in rounds for sock in data.sockets],
+        emissions={k: v for data in rounds for k, v in data.emissions.items()},
+        cpu=cpu,
+        expected_sockets=sockets_per_round * len(rounds),
+    )
+    figures.update(
+        rounds=len(rounds),
+        load=sum(data.meter.load for data in rounds) / len(rounds),
+        machine_busy=sum(data.meter.busy for data in rounds) / len(rounds),
+        db_commit_ms=metrics.summary_ms([t for data in rounds for t in data.meter.commits]),
+    )
+    return figures
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -168,7 +271,7 @@ class Bench:
         parent, child = self.ctx.Pipe()
         process = self.ctx.Process(
             target=floor_module.main,
-            args=(child, self.floor_port, f"{self.stack.model.url}/v1"),
+            args=(child, self.floor_port, f"{self.stack.model.url}/v1", self.args.compression),
             daemon=True,
         )
         process.start()
@@ -178,6 +281,7 @@ class Bench:
         if not parent.poll(60):
             raise RuntimeError("the floor relay did not start")
         parent.recv()
+        self.probe = CommitProbe(self.stack.db_url)
 
     def stop(self) -> None:
         for conn in [*self.viewer_conns, *([self.floor_conn] if self.floor_conn else [])]:
@@ -194,10 +298,9 @@ class Bench:
         from django.db import connections
 
         connections.close_all()
+        if getattr(self, "probe", None) is not None:
+            self.probe.conn.close()
         self.stack.stop()
-
-    def viewer_cpu(self) -> float:
-        return sum(cpu_seconds(p.pid) for p in self.children if p.pid != self.floor_pid)
 
     # --- the two paths ---------------------------------------------------------
 
@@ -223,8 +326,9 @@ class Bench:
         return [conn.recv() for conn in self.viewer_conns]
 
     def collect(self, expect: dict[str, list[int]], timeout: float) -> list[dict[str, Any]]:
+        """What every socket of the rooms in ``expect`` saw, once it holds their replies."""
         replies = self.broadcast({"cmd": "collect", "expect": expect, "timeout": timeout})
-        return [sock for reply in replies for sock in reply["sockets"]]
+        return [sock for reply in replies for sock in reply["sockets"] if sock["room"] in expect]
 
     def app_users(self, count: int) -> tuple[Any, list[str]]:
         """An asker, and session cookies of ``count`` viewer users."""
@@ -249,9 +353,9 @@ class Bench:
             cookies.append(f"{settings.SESSION_COOKIE_NAME}={session.session_key}")
         return asker, cookies
 
-    def run_app(self, scenario: Scenario, granularities: tuple[str, ...], text: str) -> list[Any]:
-        from messages_app import services
-        from messages_app.models import Message, Room
+    def open_app(self, scenario: Scenario) -> AppRooms:
+        """The scenario's rooms on the app, every viewer connected (snapshot received)."""
+        from messages_app.models import Room
 
         self.round_no += 1
         asker, cookies = self.app_users(min(scenario.viewers, 50))
@@ -270,67 +374,10 @@ class Bench:
             for v in range(scenario.viewers)
         ]
         self.connect(specs)
-        results = []
-        for granularity in granularities:
-            Room.objects.filter(pk__in=[room.pk for room in rooms]).update(granularity=granularity)
-            self.prepare_round(text)
-            cpu_before = {
-                "web": cpu_seconds(self.stack.web_pid),
-                "worker": cpu_seconds(self.stack.worker_pid),
-                "viewers": self.viewer_cpu(),
-            }
-            meter, load = CpuMeter(), os.getloadavg()[0]
-            posted: list[tuple[int, str, float]] = []
-            profilers = self.start_profilers(scenario, granularity)
-            for i, room in enumerate(rooms):
-                marker = f"{self.run_id}-{self.round_no}-{granularity}-{i}"
-                at = time.time()
-                result = services.message_post(
-                    room=room, author=asker, body=f"@gpt bench [bench:{marker}]"
-                )
-                assert result.reply is not None
-                posted.append((result.reply.pk, marker, at))
-            expect = {room.slug: [posted[i][0]] for i, room in enumerate(rooms)}
-            sockets = self.collect(expect, self.round_timeout(text))
-            busy = meter.busy()
-            cpu = {
-                "web": cpu_seconds(self.stack.web_pid) - cpu_before["web"],
-                "worker": cpu_seconds(self.stack.worker_pid) - cpu_before["worker"],
-                "viewers": self.viewer_cpu() - cpu_before["viewers"],
-            }
-            self.stop_profilers(profilers)
-            rows = {
-                m.pk: m
-                for m in Message.objects.filter(pk__in=[reply_id for reply_id, *_ in posted])
-            }
-            replies = [
-                metrics.Reply(
-                    reply_id=reply_id,
-                    room=rows[reply_id].room.slug,
-                    marker=marker,
-                    body=rows[reply_id].body,
-                    version=rows[reply_id].version,
-                    status=rows[reply_id].status,
-                    posted_at=at,
-                )
-                for reply_id, marker, at in posted
-            ]
-            emissions = metrics.emissions_by_marker(self.stack.emissions())
-            figures = metrics.round_figures(
-                replies=replies,
-                sockets=sockets,
-                emissions=emissions,
-                cpu=cpu,
-                expected_sockets=len(specs),
-            )
-            figures.update(load=load, machine_busy=busy)
-            results.append(("app", granularity, figures))
-            self.report_round("app", scenario, granularity, figures)
-        self.broadcast({"cmd": "close"})
-        return results
+        return AppRooms(rooms=rooms, asker=asker, sockets=len(specs))
 
-    def run_floor(self, scenario: Scenario, granularities: tuple[str, ...], text: str) -> list[Any]:
-        assert self.floor_conn is not None
+    def open_floor(self, scenario: Scenario) -> FloorRooms:
+        """The scenario's rooms on the floor relay, every viewer connected."""
         self.round_no += 1
         keys = [f"f{self.round_no}-{i}" for i in range(scenario.streams)]
         specs = [
@@ -344,53 +391,85 @@ class Bench:
             for v in range(scenario.viewers)
         ]
         self.connect(specs)
-        results = []
-        for granularity in granularities:
-            self.prepare_round(text)
-            cpu_before = {"relay": cpu_seconds(self.floor_pid), "viewers": self.viewer_cpu()}
-            meter, load = CpuMeter(), os.getloadavg()[0]
-            markers = {key: f"{self.run_id}-{self.round_no}-{granularity}-{key}" for key in keys}
+        return FloorRooms(keys=keys, sockets=len(specs))
+
+    def round_app(self, rooms: AppRooms, granularity: str, text: str) -> RoundData:
+        """One reply per room on the app, every viewer watching; what they saw."""
+        from messages_app import services
+        from messages_app.models import Message, Room
+
+        self.round_no += 1
+        Room.objects.filter(pk__in=[room.pk for room in rooms.rooms]).update(
+            granularity=granularity
+        )
+        self.prepare_round(text)
+        pids = {"web": self.stack.web_pid, "worker": self.stack.worker_pid}
+        with Meter(pids, self.viewer_pids(), self.probe) as meter:
+            posted: list[tuple[int, str, float]] = []
+            for i, room in enumerate(rooms.rooms):
+                marker = f"{self.run_id}-{self.round_no}-{i}"
+                at = time.time()
+                result = services.message_post(
+                    room=room, author=rooms.asker, body=f"@gpt bench [bench:{marker}]"
+                )
+                assert result.reply is not None
+                posted.append((result.reply.pk, marker, at))
+            expect = {room.slug: [posted[i][0]] for i, room in enumerate(rooms.rooms)}
+            sockets = self.collect(expect, self.round_timeout(text))
+        rows = {
+            m.pk: m
+            for m in Message.objects.select_related("room").filter(
+                pk__in=[reply_id for reply_id, *_ in posted]
+            )
+        }
+        replies = [
+            metrics.Reply(
+                reply_id=reply_id,
+                room=rows[reply_id].room.slug,
+                marker=marker,
+                body=rows[reply_id].body,
+                version=rows[reply_id].version,
+                status=rows[reply_id].status,
+                posted_at=at,
+            )
+            for reply_id, marker, at in posted
+        ]
+        return RoundData(replies, sockets, self.emissions(), meter)
+
+    def round_floor(self, rooms: FloorRooms, granularity: str, text: str) -> RoundData:
+        """One reply per room on the floor relay, every viewer watching."""
+        assert self.floor_conn is not None
+        self.round_no += 1
+        self.prepare_round(text)
+        markers = {key: f"{self.run_id}-{self.round_no}-{key}" for key in rooms.keys}
+        with Meter({"relay": self.floor_pid}, self.viewer_pids(), self.probe) as meter:
             at = time.time()
             done = ask(
                 self.floor_conn,
                 {
                     "cmd": "stream",
                     "granularity": granularity,
-                    "rooms": {key: f"@gpt bench [bench:{markers[key]}]" for key in keys},
+                    "rooms": {key: f"@gpt bench [bench:{markers[key]}]" for key in rooms.keys},
                 },
             )
             expect = {reply["room"]: [reply["reply_id"]] for reply in done["replies"]}
             sockets = self.collect(expect, self.round_timeout(text))
-            busy = meter.busy()
-            cpu = {
-                "relay": cpu_seconds(self.floor_pid) - cpu_before["relay"],
-                "viewers": self.viewer_cpu() - cpu_before["viewers"],
-            }
-            replies = [
-                metrics.Reply(
-                    reply_id=reply["reply_id"],
-                    room=reply["room"],
-                    marker=markers[reply["room"]],
-                    body=reply["body"],
-                    version=0,
-                    status="done",
-                    posted_at=at,
-                )
-                for reply in done["replies"]
-            ]
-            emissions = metrics.emissions_by_marker(self.stack.emissions())
-            figures = metrics.round_figures(
-                replies=replies,
-                sockets=sockets,
-                emissions=emissions,
-                cpu=cpu,
-                expected_sockets=len(specs),
+        replies = [
+            metrics.Reply(
+                reply_id=reply["reply_id"],
+                room=reply["room"],
+                marker=markers[reply["room"]],
+                body=reply["body"],
+                version=0,
+                status="done",
+                posted_at=at,
             )
-            figures.update(load=load, machine_busy=busy)
-            results.append(("floor", granularity, figures))
-            self.report_round("floor", scenario, granularity, figures)
-        self.broadcast({"cmd": "close"})
-        return results
+            for reply in done["replies"]
+        ]
+        return RoundData(replies, sockets, self.emissions(), meter)
+
+    def emissions(self) -> dict[str, metrics.Emission]:
+        return metrics.emissions_by_marker(self.stack.emissions())
 
     def prepare_round(self, text: str) -> None:
         self.stack.wait_idle()
@@ -407,6 +486,29 @@ class Bench:
         from worker.demo_llm import tokenize
 
         return len(tokenize(text)) / self.args.rate * 4 + 60
+
+    def run_scenario(
+        self, scenario: Scenario, granularities: tuple[str, ...], text: str
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """Each granularity: floor and app rounds, alternating ``--repeat`` times, pooled."""
+        floor_rooms, app_rooms = self.open_floor(scenario), self.open_app(scenario)
+        results = []
+        for granularity in granularities:
+            data: dict[str, list[RoundData]] = {"floor": [], "app": []}
+            profilers = self.start_profilers(scenario, granularity)
+            for _ in range(self.args.repeat):
+                data["floor"].append(self.round_floor(floor_rooms, granularity, text))
+                data["app"].append(self.round_app(app_rooms, granularity, text))
+            self.stop_profilers(profilers)
+            for path, expected in (("floor", floor_rooms.sockets), ("app", app_rooms.sockets)):
+                figures = pooled_figures(data[path], expected)
+                results.append((path, granularity, figures))
+                self.report_round(path, scenario, granularity, figures)
+        self.broadcast({"cmd": "close"})
+        return results
+
+    def viewer_pids(self) -> list[int]:
+        return [p.pid for p in self.children if p.pid and p.pid != self.floor_pid]
 
     def start_profilers(self, scenario: Scenario, granularity: str) -> list[Any]:
         if not self.args.profile_dir:
@@ -446,11 +548,11 @@ class Bench:
             process.wait(30)
 
     def warm_up(self) -> None:
-        """One short unmeasured round on each path: imports, clients, connections."""
+        """Short unmeasured rounds on each path: imports, clients, connections, caches."""
         self.warming = True
-        scenario, text = Scenario("warm-up", 2, 2), reply_text(20)
-        self.run_floor(scenario, ("token",), text)
-        self.run_app(scenario, ("token",), text)
+        repeat, self.args.repeat = self.args.repeat, 2
+        self.run_scenario(Scenario("warm-up", 3, 3), ("token",), reply_text(30))
+        self.args.repeat = repeat
         self.warming = False
 
     def report_round(
@@ -464,8 +566,10 @@ class Bench:
             f"p50 {lat['p50']:8.1f}  p95 {lat['p95']:8.1f}  p99 {lat['p99']:8.1f}  "
             f"max {lat['max']:8.1f} ms  ttft p50 {figures['ttft_ms']['p50']:7.1f} ms  "
             f"lost {d['lost']} reord {d['reordered']} dup {d['duplicated']}  "
-            f"wire {figures['wire_ratio_to_reply']:.1f}x  cpu {figures['cpu_s']}  "
-            f"load {figures['load']:.2f} busy {figures['machine_busy']:.0%}",
+            f"wire {figures['wire_ratio_to_reply']:.1f}x  "
+            f"cpu {' '.join(f'{k} {v:.2f}' for k, v in figures['cpu_s'].items())}  "
+            f"load {figures['load']:.2f} busy {figures['machine_busy']:.0%}  "
+            f"commit p99 {figures['db_commit_ms']['p99']:.1f} ms",
             flush=True,
         )
 
@@ -492,6 +596,7 @@ class Bench:
             "reply_tokens": tokens,
             "reply_chars": len(text),
             "viewer_procs": self.args.viewer_procs,
+            "repeat": self.args.repeat,
             "worker_concurrency": self.args.worker_concurrency,
             "scenarios": [],
         }
@@ -499,7 +604,7 @@ class Bench:
             chosen = tuple(g for g in scenario.granularities if g in granularities)
             if not chosen:
                 continue
-            rounds = self.run_floor(scenario, chosen, text) + self.run_app(scenario, chosen, text)
+            rounds = self.run_scenario(scenario, chosen, text)
             results["scenarios"].append(
                 {
                     "name": scenario.name,
@@ -527,8 +632,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--first-token-delay", type=float, default=0.05)
     parser.add_argument("--settle", type=float, default=0.5, help="seconds of rest per round")
     parser.add_argument("--viewer-procs", type=int, default=2)
+    parser.add_argument(
+        "--repeat", type=int, default=0, help="alternating floor/app rounds pooled (3; quick 1)"
+    )
     parser.add_argument("--worker-concurrency", type=int, default=120)
-    parser.add_argument("--compression", action="store_true", help="viewers offer deflate")
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="viewers offer permessage-deflate (the floor accepts it; daphne does not)",
+    )
     parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for web and worker (repeatable)"
     )
@@ -543,6 +655,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--check", action="store_true", help="exit 1 on any delivery failure")
     args = parser.parse_args(argv)
     args.scenarios = args.scenarios.replace("×", "x")
+    args.repeat = args.repeat or (1 if args.quick else 3)
     return args
 
 

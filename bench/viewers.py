@@ -195,6 +195,7 @@ class ViewerProcess:
     async def connect(self, sockets: list[dict[str, Any]], compression: bool) -> dict[str, Any]:
         errors: list[str] = []
         limit = asyncio.Semaphore(16)
+        before = len(self.viewers)
 
         async def open_one(spec: dict[str, Any]) -> None:
             async with limit:
@@ -218,7 +219,7 @@ class ViewerProcess:
         await asyncio.gather(*(open_one(spec) for spec in sockets))
         for viewer in self.viewers[len(self.readers) :]:
             self.readers.append(asyncio.create_task(viewer.read()))
-        return {"connected": len(self.viewers), "errors": errors[:10]}
+        return {"connected": len(self.viewers) - before, "errors": errors[:10]}
 
     def mark(self) -> dict[str, Any]:
         for viewer in self.viewers:
@@ -238,8 +239,9 @@ class ViewerProcess:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(viewer.changed.wait(), remaining)
 
-        await asyncio.gather(*(until_final(viewer) for viewer in self.viewers))
-        return {"sockets": [viewer.result(expect.get(viewer.room, [])) for viewer in self.viewers]}
+        watching = [viewer for viewer in self.viewers if viewer.room in expect]
+        await asyncio.gather(*(until_final(viewer) for viewer in watching))
+        return {"sockets": [viewer.result(expect[viewer.room]) for viewer in watching]}
 
     async def close(self) -> dict[str, Any]:
         await asyncio.gather(
