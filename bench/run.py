@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -540,8 +541,6 @@ class Bench:
 
     @staticmethod
     def stop_profilers(profilers: list[Any]) -> None:
-        import signal
-
         for process in profilers:
             process.send_signal(signal.SIGINT)
         for process in profilers:
@@ -659,8 +658,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (a test's timeout, kill) stops the run like Ctrl-C: the processes it
+    # started are stopped and its database dropped.
+    signal.signal(signal.SIGTERM, _interrupt)
     bench = Bench(args)
     try:
         bench.start()
