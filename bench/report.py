@@ -167,8 +167,43 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+# Everything after this line of an existing report is kept when it is written again:
+# the analysis written by hand (where the time goes, what limits a missed target).
+MARKER = "<!-- analysis: kept when bench.run rewrites this file -->"
+
+
+def before_after(results: dict[str, Any], before: dict[str, Any]) -> str:
+    """App latency as a ratio to the floor of its own run: before this work, and now."""
+    rows = [
+        "| scenario | granularity | before: app p50 / p99 ms (× its floor) "
+        "| now: app p50 / p99 ms (× its floor) |",
+        "|---|---|---|---|",
+    ]
+    for scenario in results["scenarios"]:
+        name = scenario["name"]
+        for granularity in dict.fromkeys(r["granularity"] for r in scenario["rounds"]):
+            cells = []
+            for run in (before, results):
+                app = _round(run, name, "app", granularity)
+                floor = _round(run, name, "floor", granularity)
+                if not app or not floor:
+                    cells.append("not run")
+                    continue
+                a, f = app["latency_ms"], floor["latency_ms"]
+                cells.append(
+                    f"{_ms(a['p50'])} / {_ms(a['p99'])} "
+                    f"({_ratio(a['p50'], f['p50'])} / {_ratio(a['p99'], f['p99'])})"
+                )
+            rows.append(f"| {name} | {granularity} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows) + "\n"
+
+
 def markdown(
-    results: dict[str, Any], *, before: dict[str, Any] | None = None, plot: Path | None = None
+    results: dict[str, Any],
+    *,
+    before: dict[str, Any] | None = None,
+    plot: Path | None = None,
+    kept: str = "",
 ) -> str:
     m = results["machine"]
     parts = [
@@ -199,6 +234,14 @@ def markdown(
     ]
     if plot is not None:
         parts.append(f"![percentiles]({plot.name})\n")
+    if before is not None:
+        parts.append("## Before and after (each against the floor of its own run)\n")
+        parts.append(
+            f"Before: `{before['command']}` on the code before this work, started "
+            f"{before['started']} (load at start "
+            f"{tuple(round(x, 2) for x in before['machine']['loadavg'])}).\n"
+        )
+        parts.append(before_after(results, before))
     verdicts = targets(results)
     if verdicts:
         parts.append("## Targets (token granularity)\n")
@@ -213,17 +256,15 @@ def markdown(
         )
         parts.append(scenario_table(scenario))
     if before is not None:
-        parts.append("## Before: the same benchmark on the code before this work\n")
-        parts.append(
-            f"Run `{before['command']}` at {before['started']} (its own floor, same machine).\n"
-        )
+        parts.append("## Before: every figure of the run on the code before this work\n")
         for scenario in before["scenarios"]:
             parts.append(f"### {scenario['name']} (before)\n")
             parts.append(scenario_table(scenario))
-    return "\n".join(parts) + "\n"
+    parts.append(MARKER)
+    return "\n".join(parts) + "\n" + kept
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
+def plot(results: dict[str, Any], path: Path, before: dict[str, Any] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,22 +272,25 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     scenarios = results["scenarios"]
     fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 4.2), squeeze=False)
-    colours = {"floor": "#4c72b0", "app": "#dd8452"}
+    colours = {"floor": "#4c72b0", "app": "#dd8452", "before": "#999999"}
+    series = [("floor", results, "floor"), ("app", results, "app")]
+    if before is not None:
+        series.append(("before", before, "app"))
     for ax, scenario in zip(axes[0], scenarios, strict=True):
         granularities = list(dict.fromkeys(r["granularity"] for r in scenario["rounds"]))
-        width = 0.13
+        width = 0.8 / (3 * len(series))
         for gi, granularity in enumerate(granularities):
-            for pi, path_name in enumerate(("floor", "app")):
-                r = _round(results, scenario["name"], path_name, granularity)
+            for pi, (label, run, path_name) in enumerate(series):
+                r = _round(run, scenario["name"], path_name, granularity)
                 if not r:
                     continue
                 for qi, q in enumerate(("p50", "p95", "p99")):
-                    x = gi + (pi * 3 + qi - 2.5) * width
+                    x = gi + (pi * 3 + qi - (3 * len(series) - 1) / 2) * width
                     ax.bar(
                         x,
                         r["latency_ms"][q],
                         width,
-                        color=colours[path_name],
+                        color=colours[label],
                         alpha=(1.0, 0.7, 0.45)[qi],
                         edgecolor="black",
                         linewidth=0.3,
@@ -256,14 +300,19 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{scenario['name']} ({scenario['streams']}×{scenario['viewers']})")
         ax.set_ylabel("added latency, ms (log)")
         ax.grid(axis="y", which="both", alpha=0.3)
+    names = [label for label, *_ in series]
     handles = [
-        plt.Rectangle((0, 0), 1, 1, color=colours[p], alpha=a)
-        for p in ("floor", "app")
-        for a in (1.0, 0.7, 0.45)
+        plt.Rectangle((0, 0), 1, 1, color=colours[name], alpha=alpha)
+        for name in names
+        for alpha in (1.0, 0.7, 0.45)
     ]
-    labels = [f"{p} {q}" for p in ("floor", "app") for q in ("p50", "p95", "p99")]
-    fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False)
-    fig.suptitle(f"Added latency token→viewer at {results['rate']:g} tokens/s: floor vs app")
+    titles = {"floor": "floor", "app": "app", "before": "app before"}
+    labels = [f"{titles[p]} {q}" for p in names for q in ("p50", "p95", "p99")]
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=8)
+    fig.suptitle(
+        f"Added latency token→viewer at {results['rate']:g} tokens/s "
+        "(each run against its own direct-relay floor)"
+    )
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

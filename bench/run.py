@@ -650,6 +650,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="", help="write the Markdown report here")
     parser.add_argument("--plot", default="", help="write the PNG plot here (needs matplotlib)")
     parser.add_argument("--before", default="", help="a JSON of an earlier run to compare")
+    parser.add_argument(
+        "--report-from", default="", help="only write --out/--plot from this JSON (no run)"
+    )
     parser.add_argument("--profile-dir", default="", help="py-spy web and worker per app round")
     parser.add_argument("--check", action="store_true", help="exit 1 on any delivery failure")
     args = parser.parse_args(argv)
@@ -658,12 +661,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The Markdown report and plot; a hand-written analysis below the marker is kept."""
+    from bench import report
+
+    before = json.loads(Path(args.before).read_text()) if args.before else None
+    if args.plot:
+        report.plot(results, Path(args.plot), before=before)
+    if args.out:
+        out = Path(args.out)
+        kept = ""
+        if out.exists() and report.MARKER in out.read_text():
+            kept = out.read_text().split(report.MARKER, 1)[1].lstrip("\n")
+        plot = Path(args.plot) if args.plot else None
+        out.write_text(report.markdown(results, before=before, plot=plot, kept=kept))
+        print(f"report: {out}", flush=True)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_from:
+        write_report(args, json.loads(Path(args.report_from).read_text()))
+        return 0
     # SIGTERM (a test's timeout, kill) stops the run like Ctrl-C: the processes it
     # started are stopped and its database dropped.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -678,16 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=1, default=str))
     print(f"figures: {json_path}", flush=True)
     if args.out or args.plot:
-        from bench import report
-
-        before = json.loads(Path(args.before).read_text()) if args.before else None
-        if args.plot:
-            report.plot(results, Path(args.plot))
-        if args.out:
-            Path(args.out).write_text(
-                report.markdown(results, before=before, plot=Path(args.plot) if args.plot else None)
-            )
-            print(f"report: {args.out}", flush=True)
+        write_report(args, results)
     ok = all(
         metrics.delivery_ok(r) for scenario in results["scenarios"] for r in scenario["rounds"]
     )

@@ -174,3 +174,45 @@ async def test_hub_repair_sends_rows_newer_than_a_socket_holds(room: Room, alice
         ("message", posted.reply.pk)
     ]
     await hub.leave(room.pk, member)
+
+
+class FakeSocket:
+    def __init__(self, takes: int | None, error: type[OSError] | None = None) -> None:
+        self.takes, self.error, self.sent = takes, error, b""
+
+    def send(self, data: bytes) -> int:
+        if self.error is not None:
+            raise self.error
+        n = len(data) if self.takes is None else min(self.takes, len(data))
+        self.sent += data[:n]
+        return n
+
+
+class FakeTransport:
+    """The attributes of a Twisted TCP transport that write_now reads."""
+
+    def __init__(self, sock: FakeSocket, buffered: bytes = b"") -> None:
+        self.socket, self.dataBuffer, self._tempDataLen = sock, buffered, 0
+        self.connected, self.disconnecting = True, False
+        self.queued = b""
+
+    def write(self, data: bytes) -> None:
+        self.queued += data
+
+
+@pytest.mark.parametrize(
+    ("takes", "error", "buffered", "sent", "queued"),
+    [
+        (None, None, b"", b"frame", b""),  # nothing queued: straight to the socket
+        (2, None, b"", b"fr", b"ame"),  # the socket takes part: the rest queues behind
+        (None, BlockingIOError, b"", b"", b"frame"),  # full socket: Twisted writes it later
+        (None, ConnectionResetError, b"", b"", b"frame"),  # Twisted sees the error itself
+        (None, None, b"older", b"", b"frame"),  # Twisted has bytes queued: keep the order
+    ],
+)
+def test_write_now_sends_at_once_only_when_nothing_is_queued(
+    takes: int | None, error: type[OSError] | None, buffered: bytes, sent: bytes, queued: bytes
+) -> None:
+    transport = FakeTransport(FakeSocket(takes, error), buffered)
+    fanout.write_now(transport, b"frame")
+    assert (transport.socket.sent, transport.queued) == (sent, queued)
