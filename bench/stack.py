@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
+import redis
 from psycopg import sql
 
 from tests import live
@@ -156,8 +157,19 @@ class BenchStack:
     def stop(self) -> None:
         for process in (self.web, self.worker, self.model.process):
             process.stop()
+        self._forget_queue()
         if not self.keep_database:
             drop_database(self.db_url)
+
+    def _forget_queue(self) -> None:
+        """Remove the run's Celery queue and the bindings kombu keeps for it in Redis."""
+        queue = self.env["CELERY_TASK_QUEUE"]
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        try:
+            keys = [queue, *client.scan_iter(match=f"_kombu.binding*.{queue}")]
+            client.delete(*keys)
+        finally:
+            client.close()
 
     @property
     def web_pid(self) -> int:
