@@ -111,9 +111,24 @@ DATABASES = {
         env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat")
     )
 }
-# Short-lived transactions from many threads: keep connections open between
-# requests/flushes, and check them before reuse so a restarted Postgres heals.
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+# Short transactions from many threads (a worker streams up to a hundred replies
+# at once, each flush its own UPDATE): a pool per process (psycopg_pool, Django's
+# "pool" option) shares a few connections among them, since Postgres allows only
+# so many (max_connections, 100 by default, for every process and deployment).
+# A streaming run gives its connection back after each flush (worker/streaming.py).
+# Connections are checked before reuse so a restarted Postgres heals.
+# DATABASE_POOL_MAX_SIZE=0 turns the pool off: one persistent connection per
+# thread instead (DATABASE_CONN_MAX_AGE seconds).
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=0, maximum=1000)
+if DATABASE_POOL_MAX_SIZE:
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 30.0, minimum=0.1),
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django requires 0
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 AUTH_USER_MODEL = "messages_app.User"
@@ -149,20 +164,14 @@ STORAGES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: Celery broker and the channel layer -----------------------------
+# --- Redis: Celery broker and room events -------------------------------------
 REDIS_URL = check_redis_url(env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))
-CHANNEL_LAYERS = {
-    "default": {
-        # The pub/sub layer keeps one Redis subscription per group per process and
-        # fans out in memory; RedisChannelLayer silently drops group messages to a
-        # channel at capacity, which a fast stream reaches (CONVENTIONS.md).
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {
-            "hosts": [REDIS_URL],
-            "prefix": env_str("CHANNEL_LAYER_PREFIX", "chat"),
-        },
-    }
-}
+# Room events do not use a Channels layer: each change is one PUBLISH on the
+# room's channel, and each web process keeps one subscription per room and fans
+# out to its sockets in memory (messages_app/fanout.py; docs/benchmarks.md says
+# why). This prefix names those channels and the workers' cancel channel, so two
+# deployments (or test runs) can share one Redis.
+CHAT_REDIS_PREFIX = env_str("CHAT_REDIS_PREFIX", "chat")
 
 # --- Celery: long, I/O-bound streaming tasks -----------------------------------
 # The worker runs the threads pool (scripts/run.sh, docker-compose.yml): a reply

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from messages_app import events, services
+from messages_app import events, fanout, services
 from messages_app.models import Room
 from messages_app.selectors import room_snapshot
 from messages_app.services import ClientError
@@ -28,12 +28,34 @@ CLOSE_ROOM_NOT_FOUND = 4404
 # bytes and maybe JSON-escaped (6 bytes); anything larger is refused unread.
 MAX_FRAME_OVERHEAD = 1024
 
+# The scope key under which ``ServerSendMiddleware`` passes the server's own send.
+SERVER_SEND = "chat.server_send"
+
+
+class ServerSendMiddleware:
+    """Give the room consumer the ASGI server's own ``send`` (``scope[SERVER_SEND]``).
+
+    Channels' session middleware wraps ``send``; the fan-out writes text frames
+    only, which that wrapper passes through untouched, and needs the server's
+    callable to recognise daphne (``fanout.daphne_protocol``). Outermost.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        return await self.app({**scope, SERVER_SEND: send}, receive, send)
+
 
 class RoomConsumer(AsyncWebsocketConsumer):
-    """One socket watching one room."""
+    """One socket watching one room.
+
+    Row changes reach the socket through this process's ``fanout.hub()``, not the
+    Channels layer (none is configured): the hub writes them to the socket itself.
+    """
 
     room: Room
-    group: str
+    member: fanout.Member
 
     async def connect(self) -> None:
         """Called when a browser opens the socket: authenticate, join, then snapshot."""
@@ -47,22 +69,21 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_ROOM_NOT_FOUND)
             return
         self.room = room
-        self.group = events.room_group(room.pk)
-        # The version each row had when this socket last got it: events the
-        # snapshot already includes are not sent again.
-        self.versions: dict[int, int] = {}
-        # Join *before* reading the snapshot: a change committed in between is
-        # then queued for this socket and arrives after the snapshot, never lost.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Join *before* reading the snapshot (the subscription is confirmed when
+        # join returns): a change committed in between is held for this socket and
+        # written after the snapshot, never lost; what the snapshot already holds
+        # (by version) is not written again.
+        self.member = fanout.Member(self.scope.get(SERVER_SEND) or self.base_send)
+        await fanout.hub().join(room.pk, self.member)
         await self.accept()
         snapshot = await database_sync_to_async(room_snapshot)(room=room)
-        self.versions = {m["id"]: m["version"] for m in snapshot}
         await self.send(text_data=events.dumps({"type": "snapshot", "messages": snapshot}))
+        self.member.start({m["id"]: m["version"] for m in snapshot})
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes, for any reason."""
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if hasattr(self, "member"):
+            await fanout.hub().leave(self.room.pk, self.member)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the browser."""
@@ -101,21 +122,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _send_error(self, code: str, detail: str) -> None:
         await self.send(text_data=events.dumps({"type": "error", "code": code, "detail": detail}))
-
-    async def _forward(self, event: dict[str, Any]) -> None:
-        message_id, version = event["id"], event["version"]
-        if version <= self.versions.get(message_id, 0):
-            return  # already in what this socket holds
-        self.versions[message_id] = version
-        await self.send(text_data=event["frame"])
-
-    async def message_changed(self, event: dict[str, Any]) -> None:
-        """Called when a row of the room is inserted or changed other than by an append."""
-        await self._forward(event)
-
-    async def message_delta(self, event: dict[str, Any]) -> None:
-        """Called when text is appended to a reply of the room."""
-        await self._forward(event)
 
 
 def _parse_frame(text_data: str) -> dict[str, Any]:

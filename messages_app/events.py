@@ -1,32 +1,24 @@
-"""Building group names and sending row changes to the room's sockets.
+"""Building room events and publishing row changes to the room's sockets.
 
 Only services call this module, and only from ``transaction.on_commit``: nothing
 reaches a browser that is not committed first.
 
 Each event carries the finished JSON frame (``frame``) so that it is serialised
-once, where the change happens, instead of once per socket.
+once, where the change happens, instead of once per socket. The frame is what
+travels through Redis: one PUBLISH per change, on the room's channel.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
-import threading
 from typing import Any
 
 import redis
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
-
-_local = threading.local()
-
-
-def room_group(room_id: int) -> str:
-    return f"room.{room_id}"
 
 
 def dumps(payload: dict[str, Any]) -> str:
@@ -57,38 +49,43 @@ def delta_event(*, message_id: int, version: int, offset: int, text: str) -> dic
     }
 
 
-def _thread_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per thread, kept for the thread's life.
-
-    The channel layer keeps its Redis connection per event loop; a fresh loop per
-    send (``async_to_sync`` in a plain thread) would reconnect every time and
-    leave closed-loop connections behind (CONVENTIONS.md, pitfalls).
-    """
-    loop = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _local.loop = loop
-    return loop
+def room_channel(room_id: int) -> str:
+    """The Redis pub/sub channel of a room's events (``messages_app.fanout`` listens)."""
+    return f"{settings.CHAT_REDIS_PREFIX}:room:{room_id}"
 
 
 def send_to_room(room_id: int, event: dict[str, Any]) -> None:
     """Publish ``event`` to every socket watching the room. Call from sync code only.
 
+    One PUBLISH of the finished frame on the room's channel; each web process
+    subscribed to it fans it out to its own sockets (``messages_app.fanout``).
     A failure to publish is logged, not raised: the row is committed, and a
     socket that misses the event sees the gap (by version) and resyncs.
     """
-    layer = get_channel_layer()
-    if layer is None:
+    try:
+        _redis().publish(room_channel(room_id), event["frame"])
+    except redis.RedisError:
+        logger.exception("could not publish %s to room %s", event.get("type"), room_id)
+
+
+def send_to_rooms(room_events: list[tuple[int, dict[str, Any]]]) -> None:
+    """``send_to_room`` for each (room id, event), in order, in one Redis round trip."""
+    if len(room_events) <= 1:
+        for room_id, event in room_events:
+            send_to_room(room_id, event)
         return
     try:
-        _thread_loop().run_until_complete(layer.group_send(room_group(room_id), event))
-    except Exception:
-        logger.exception("could not publish %s to room %s", event.get("type"), room_id)
+        pipe = _redis().pipeline(transaction=False)
+        for room_id, event in room_events:
+            pipe.publish(room_channel(room_id), event["frame"])
+        pipe.execute()
+    except redis.RedisError:
+        logger.exception("could not publish %s events", len(room_events))
 
 
 def cancel_channel() -> str:
     """The Redis pub/sub channel on which workers hear that a reply was cancelled."""
-    return f"{settings.CHANNEL_LAYERS['default']['CONFIG'].get('prefix', 'chat')}:cancel"
+    return f"{settings.CHAT_REDIS_PREFIX}:cancel"
 
 
 @functools.cache

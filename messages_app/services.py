@@ -7,10 +7,13 @@ message or sends to a group on its own (DESIGN.md).
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import re
+import threading
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -269,13 +272,25 @@ _APPEND_SQL = f"""
 """  # noqa: S608 - the table name is ours, every value is a parameter
 
 
+# The appends of many replies (one each) in one statement: one round trip, one commit.
+_APPEND_MANY_SQL = f"""
+    UPDATE {Message._meta.db_table} AS m
+       SET body = m.body || a.text, version = m.version + 1, updated_at = now()
+      FROM (VALUES {{values}}) AS a (id, attempt, text)
+     WHERE m.id = a.id AND m.attempt = a.attempt AND m.status = 'streaming'
+ RETURNING m.id, m.version, char_length(m.body), m.room_id
+"""  # noqa: S608 - the table name is ours, every value is a parameter
+
+
 @dataclass(frozen=True)
 class Appended:
     version: int
     offset: int
 
 
-def reply_append(*, message_id: int, attempt: uuid.UUID, text: str) -> Appended | None:
+def reply_append(
+    *, message_id: int, attempt: uuid.UUID, text: str, batched: bool = False
+) -> Appended | None:
     """Append ``text`` to a streaming reply in SQL and broadcast the delta.
 
     Returns None when the row is no longer this attempt's to write (cancelled,
@@ -283,10 +298,29 @@ def reply_append(*, message_id: int, attempt: uuid.UUID, text: str) -> Appended 
     this is not wrapped in a transaction of its own: in autocommit the delta is
     sent right after the statement commits, inside a caller's atomic block when
     that commits.
+
+    ``batched`` (the streaming runs of a worker): the append is written by this
+    process's append thread together with those other runs queued meanwhile
+    (``_AppendQueue``); it returns, as here, once the row is committed and the
+    delta published. Inside an atomic block it is written here, in that block.
     """
     text = clean_text(text)
     if not text:
         return None if not _is_writable(message_id, attempt) else _current(message_id)
+    if batched and not connection.in_atomic_block:
+        return _appends.append(message_id, attempt, text)
+    row = _append_row(message_id, attempt, text)
+    if row is None:
+        return None
+    appended, room_id, event = row
+    transaction.on_commit(lambda: events.send_to_room(room_id, event))
+    return appended
+
+
+def _append_row(
+    message_id: int, attempt: uuid.UUID, text: str
+) -> tuple[Appended, int, dict[str, Any]] | None:
+    """The UPDATE of one append: what it wrote, the room, and the delta to publish."""
     with connection.cursor() as cursor:
         cursor.execute(_APPEND_SQL, [text, message_id, attempt])
         row = cursor.fetchone()
@@ -295,8 +329,136 @@ def reply_append(*, message_id: int, attempt: uuid.UUID, text: str) -> Appended 
     version, length, room_id = row
     offset = length - len(text)
     event = events.delta_event(message_id=message_id, version=version, offset=offset, text=text)
-    transaction.on_commit(lambda: events.send_to_room(room_id, event))
-    return Appended(version=version, offset=offset)
+    return Appended(version=version, offset=offset), room_id, event
+
+
+def _append_rows(
+    batch: list[_QueuedAppend],
+) -> list[tuple[Appended, int, dict[str, Any]] | None]:
+    """One UPDATE for the appends of several replies (at most one each)."""
+    values = ", ".join(["(%s::bigint, %s::uuid, %s::text)"] * len(batch))
+    params: list[Any] = []
+    for request in batch:
+        params += [request.message_id, request.attempt, request.text]
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND_MANY_SQL.format(values=values), params)
+        written = {row[0]: row[1:] for row in cursor.fetchall()}
+    rows: list[tuple[Appended, int, dict[str, Any]] | None] = []
+    for request in batch:
+        if request.message_id not in written:
+            rows.append(None)
+            continue
+        version, length, room_id = written[request.message_id]
+        offset = length - len(request.text)
+        event = events.delta_event(
+            message_id=request.message_id, version=version, offset=offset, text=request.text
+        )
+        rows.append((Appended(version=version, offset=offset), room_id, event))
+    return rows
+
+
+@dataclass(eq=False)
+class _QueuedAppend:
+    message_id: int
+    attempt: uuid.UUID
+    text: str
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Appended | None = None
+    error: BaseException | None = None
+
+
+class _AppendQueue:
+    """The appends of every streaming run of this process, written together.
+
+    A run queues its append and waits (each run has at most one queued, so a
+    batch holds at most one per reply). The append thread takes all that are
+    queued and writes them in one UPDATE (``_APPEND_MANY_SQL``): one round trip
+    and one commit, so one WAL flush, for all of them, on the one connection
+    this thread keeps; then publishes their deltas in one Redis round trip; then
+    lets the runs go on. When one run streams, that is the UPDATE
+    ``reply_append`` makes; with a hundred, the writes of a whole round of tokens
+    cost about one. Runs need no connection of their own while they stream
+    (chatsite/settings.py, the pool).
+    """
+
+    MAX_BATCH = 500
+    IDLE = 1.0  # seconds without appends before the connection goes back to the pool
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_QueuedAppend] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def append(self, message_id: int, attempt: uuid.UUID, text: str) -> Appended | None:
+        request = _QueuedAppend(message_id, attempt, text)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="reply-appends", daemon=True)
+                self._thread.start()
+        self._queue.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.IDLE)
+            except queue.Empty:
+                connection.close()  # idle: back to the pool (or closed, without one)
+                first = self._queue.get()
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(batch)
+            except Exception as error:
+                connection.close()  # a broken connection is replaced on the next use
+                if len(batch) > 1:
+                    self._write_each(batch)  # one bad append must not fail the others
+                else:
+                    batch[0].error = error
+            finally:
+                for request in batch:
+                    request.done.set()
+
+    def _write(self, batch: list[_QueuedAppend]) -> None:
+        if len(batch) == 1:
+            rows = [_append_row(batch[0].message_id, batch[0].attempt, batch[0].text)]
+        else:
+            rows = _append_rows(batch)
+        self._publish(batch, rows)
+
+    def _write_each(self, batch: list[_QueuedAppend]) -> None:
+        for request in batch:
+            try:
+                row = _append_row(request.message_id, request.attempt, request.text)
+            except Exception as error:
+                connection.close()
+                request.error = error
+                continue
+            self._publish([request], [row])
+
+    @staticmethod
+    def _publish(
+        batch: list[_QueuedAppend], rows: list[tuple[Appended, int, dict[str, Any]] | None]
+    ) -> None:
+        """Committed: publish the deltas (in queue order) and hand each run its result."""
+        published = []
+        for request, row in zip(batch, rows, strict=True):
+            if row is not None:
+                request.result, room_id, event = row
+                published.append((room_id, event))
+        events.send_to_rooms(published)
+
+
+_appends = _AppendQueue()
 
 
 def _is_writable(message_id: int, attempt: uuid.UUID) -> bool:

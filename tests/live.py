@@ -145,7 +145,7 @@ def stack_env(
             ),
             "REDIS_URL": settings.REDIS_URL,
             "CELERY_TASK_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
-            "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+            "CHAT_REDIS_PREFIX": settings.CHAT_REDIS_PREFIX,
             "OPENAI_BASE_URL": f"{model_url}/v1",
             "OPENAI_API_KEY": "test-key",
             "OPENAI_MODEL": "test-model",

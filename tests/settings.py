@@ -1,7 +1,7 @@
 """Settings for the test run: the real settings, isolated from a local dev run.
 
 ``CHAT_TEST_ID`` (default ``chat_test``) names the test database, the Celery
-queue and the channel-layer prefix, so two test runs (or a test run beside a
+queue and the Redis channel prefix, so two test runs (or a test run beside a
 local ``run``) on one machine do not share rows, tasks or events.
 """
 
@@ -9,10 +9,10 @@ import os
 
 os.environ.setdefault("DJANGO_DEBUG", "true")
 from chatsite.settings import *  # noqa: E402,F403
-from chatsite.settings import CHANNEL_LAYERS, DATABASES  # noqa: E402
+from chatsite.settings import DATABASES  # noqa: E402
 
 TEST_ID = os.environ.get("CHAT_TEST_ID", "chat_test")
 DATABASES["default"]["TEST"] = {"NAME": f"test_{TEST_ID}"}
 CELERY_TASK_DEFAULT_QUEUE = f"{TEST_ID}-tasks"
-CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{TEST_ID}-layer"
+CHAT_REDIS_PREFIX = f"{TEST_ID}-events"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -24,6 +24,11 @@ Behaviour keys:
   uses it to act at a known point mid-stream); then stream the rest.
 
 Every chunk carries ``x_emitted_at`` (Unix time, seconds) for latency measurement.
+``GET /_emissions`` returns, for the most recent streams, the last user message
+(``key``), when the request arrived, and each content token with the time it was
+emitted, so a benchmark can tell when the last token of any text it receives left
+the model (all processes of one machine share the clock); ``?clear=1`` empties
+the log afterwards.
 
 Run: ``python -m worker.demo_llm --port 8001``.
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -44,6 +50,8 @@ from typing import Any
 logger = logging.getLogger("demo_llm")
 
 DEMO_MODEL = "demo"
+# Streams whose token emission times are kept for GET /_emissions.
+EMISSION_LOG_SIZE = 2000
 _TOKEN_RE = re.compile(r"\s*\S{1,6}|\s+")
 
 
@@ -104,6 +112,9 @@ class ModelServer:
         self.behaviour = replace(behaviour)
         self.stats = Stats()
         self.released = asyncio.Event()
+        self.emissions: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=EMISSION_LOG_SIZE
+        )
 
     # --- HTTP plumbing ------------------------------------------------------
 
@@ -134,7 +145,13 @@ class ModelServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> bool:
-        path = path.split("?", 1)[0].rstrip("/")
+        path, _, query = path.partition("?")
+        path = path.rstrip("/")
+        if path == "/_emissions" and method == "GET":
+            streams = list(self.emissions)
+            if "clear=1" in query.split("&"):
+                self.emissions.clear()
+            return await _send_json(writer, 200, {"streams": streams})
         if path == "/_control":
             if method == "POST":
                 try:
@@ -194,6 +211,7 @@ class ModelServer:
                 {"error": {"message": f"bad request: {error}", "type": "invalid_request_error"}},
             )
         self.stats.last_request = request
+        received_at = time.time()
         b = self.behaviour
         if b.fail_status and b.fail_times != 0:
             if b.fail_times > 0:
@@ -240,11 +258,28 @@ class ModelServer:
                 },
             )
         include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        last_user = next(
+            (m.get("content") for m in reversed(messages) if m.get("role") == "user"), ""
+        )
+        log: dict[str, Any] = {
+            "key": last_user if isinstance(last_user, str) else "",
+            "received_at": received_at,
+            "tokens": [],
+            "emitted_at": [],
+        }
+        self.emissions.append(log)
         self.stats.streams_started += 1
         self.stats.open_streams += 1
         stream = asyncio.ensure_future(
             self._stream(
-                writer, b, tokens, model, completion_id, created, usage if include_usage else None
+                writer,
+                b,
+                tokens,
+                model,
+                completion_id,
+                created,
+                usage if include_usage else None,
+                log,
             )
         )
         # The client closing its end (a cancel) shows as EOF on the reader.
@@ -272,6 +307,7 @@ class ModelServer:
         completion_id: str,
         created: int,
         usage: dict[str, int] | None,
+        log: dict[str, Any],
     ) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -284,7 +320,9 @@ class ModelServer:
             writer.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
             await writer.drain()
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        def chunk(
+            delta: dict[str, Any], finish: str | None = None, emitted_at: float | None = None
+        ) -> str:
             return json.dumps(
                 {
                     "id": completion_id,
@@ -292,7 +330,7 @@ class ModelServer:
                     "created": created,
                     "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                    "x_emitted_at": time.time(),
+                    "x_emitted_at": time.time() if emitted_at is None else emitted_at,
                 },
                 ensure_ascii=False,
             )
@@ -324,7 +362,10 @@ class ModelServer:
             delay = started + index * interval - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await event(chunk({"content": token}))
+            emitted_at = time.time()
+            log["tokens"].append(token)
+            log["emitted_at"].append(emitted_at)
+            await event(chunk({"content": token}, emitted_at=emitted_at))
         else:
             await event(chunk({}, "stop"))
             if usage is not None:

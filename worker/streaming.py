@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.db import close_old_connections, connection
 
 from messages_app import selectors, services
 from messages_app.models import Message, Role, Status
@@ -43,6 +44,19 @@ def build_context(reply: Message) -> list[dict[str, Any]]:
             name = message.author.get_display_name() if message.author else "someone"
             messages.append({"role": "user", "content": f"{name}: {message.body}"})
     return messages
+
+
+def _give_back_connection(idle: bool) -> None:
+    """While a streaming run waits for the model, it needs no database connection:
+    its appends are written by the process's append thread (``reply_append``,
+    batched). With the pool, this thread's connection goes back to it, so a
+    hundred streams share a few (chatsite/settings.py); without, it persists as
+    configured.
+    """
+    if connection.connection is not None and connection.pool is not None:
+        connection.close()
+    else:
+        close_old_connections()
 
 
 class ReplyRun:
@@ -88,10 +102,14 @@ class ReplyRun:
         usage: dict[str, int] | None = None
         model = ""
         try:
-            for piece in stream:
-                usage = piece.usage or usage
-                model = piece.model or model
-                for text in chunker.feed(piece.text):
+            # A batch is every piece that arrived while the last write ran: one
+            # token when the writes keep up, and then the chunker flushes after
+            # each token (word, sentence); more under load, written at once.
+            for batch in stream.batches(on_wait=_give_back_connection):
+                for piece in batch:
+                    usage = piece.usage or usage
+                    model = piece.model or model
+                for text in chunker.feed("".join(piece.text for piece in batch)):
                     if not self._append(text):
                         self.stop("cancelled")
                         return "cancelled"
@@ -132,6 +150,6 @@ class ReplyRun:
         assert self.attempt is not None  # noqa: S101
         self.writes += 1
         appended = services.reply_append(
-            message_id=self.message_id, attempt=self.attempt, text=text
+            message_id=self.message_id, attempt=self.attempt, text=text, batched=True
         )
         return appended is not None

@@ -1,0 +1,1 @@
+"""The streaming benchmark: the real stack against a direct relay (README, "Benchmarks")."""
