@@ -147,7 +147,7 @@ def compose_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeRun
             "DJANGO_STATIC_ROOT": str(static_root),
             # apart from other test runs on this machine
             "CELERY_TASK_QUEUE": f"{settings.CELERY_TASK_DEFAULT_QUEUE}-compose",
-            "CHANNEL_LAYER_PREFIX": f"{settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']}-c",
+            "CHAT_REDIS_PREFIX": f"{settings.CHAT_REDIS_PREFIX}-c",
         }
     )
     assert env["DJANGO_DEBUG"] == "false"

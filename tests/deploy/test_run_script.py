@@ -103,7 +103,7 @@ def run_env(database: str, tmp_path: Path) -> dict[str, str]:
             "DATABASE_URL": database_url(database),
             "REDIS_URL": settings.REDIS_URL,
             "CELERY_TASK_QUEUE": queue,
-            "CHANNEL_LAYER_PREFIX": queue,
+            "CHAT_REDIS_PREFIX": queue,
             "ENV_FILE": str(tmp_path / "no.env"),  # not the developer's .env
             "DJANGO_SUPERUSER_USERNAME": ADMIN_NAME,
             "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
