@@ -85,29 +85,12 @@ class BenchStack:
         self.web_port = live.free_port()
         self.env = self._env()
         self.web = live.daphne(self.env, self.log_dir, self.web_port)
-        self.worker = live.Process(
-            "worker",
-            [
-                str(live.BIN / "celery"),
-                "-A",
-                "chatsite",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(self.worker_concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-Q",
-                self.env["CELERY_TASK_QUEUE"],
-                "-n",
-                f"bench-{self.run_id}@%h",
-            ],
+        self.worker = live.celery_worker(
             self.env,
             self.log_dir,
+            extra_args=("--without-heartbeat",),
+            concurrency=self.worker_concurrency,
+            node=f"bench-{self.run_id}@%h",
         )
 
     def _env(self) -> dict[str, str]:

@@ -157,7 +157,12 @@ def stack_env(
 
 
 def celery_worker(
-    env: dict[str, str], log_dir: Path, name: str = "worker", extra_args: tuple[str, ...] = ()
+    env: dict[str, str],
+    log_dir: Path,
+    name: str = "worker",
+    extra_args: tuple[str, ...] = (),
+    concurrency: int = 20,
+    node: str = "",
 ) -> Process:
     return Process(
         name,
@@ -169,7 +174,7 @@ def celery_worker(
             "--pool",
             "threads",
             "--concurrency",
-            "20",
+            str(concurrency),
             "--loglevel",
             "INFO",
             "--without-gossip",
@@ -177,7 +182,7 @@ def celery_worker(
             "-Q",
             env["CELERY_TASK_QUEUE"],
             "-n",
-            f"{name}-{os.getpid()}@%h",
+            node or f"{name}-{os.getpid()}@%h",
             *extra_args,
         ],
         env,
