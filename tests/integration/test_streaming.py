@@ -89,10 +89,16 @@ async def test_reply_streams_to_every_socket_and_a_late_socket_resumes_mid_strea
         assert socket.view.body(reply_id) == REPLY
         assert socket.view.status(reply_id) == "done"
         assert socket.view.gaps == [] and socket.view.stale == [] and socket.view.errors == []
-        # versions after the snapshot: consecutive, none missing, none repeated
+        # versions after the snapshot: rising, none repeated, up to the row's last.
+        # Writes that reach a web process together may share one frame (their
+        # joined text, the last version: DESIGN.md allows it), so a version may be
+        # skipped; the text may not: every delta started where the held text ended
+        # (no gaps, above) and the text is the model's, whole.
         versions = socket.view.versions_of(reply_id)
-        first = socket.view.snapshot_rows.get(reply_id, {"version": 0})["version"] + 1
-        assert versions == list(range(first, row.version + 1))
+        after_snapshot = socket.view.snapshot_rows.get(reply_id, {"version": 0})["version"]
+        assert versions == sorted(set(versions))
+        assert versions[0] > after_snapshot
+        assert versions[-1] == row.version
 
     # and the writes follow the granularity: each ends where the chunker flushes
     # (a write may carry several flushes that arrived while the last one ran);
