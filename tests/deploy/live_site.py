@@ -3,9 +3,7 @@ the admin over HTTP, watch a room through a real WebSocket."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
@@ -17,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import websockets
 
 from tests.protocol import RoomView
+from tests.sockets import Socket
 
 _CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 _NOTICE_RE = re.compile(r'<li class="(success|error|warning|info)">(.*?)</li>', re.S)
@@ -75,37 +73,15 @@ class Site:
         return [(level, unescape(text).strip()) for level, text in _NOTICE_RE.findall(page.text)]
 
 
-class RoomSocket:
-    """A real WebSocket on a room, applying frames to a RoomView as a browser does."""
-
-    def __init__(self, url: str, cookie: str, origin: str) -> None:
-        self.url, self.cookie, self.origin = url, cookie, origin
-        self.view = RoomView()
-        self.connection: Any = None
-
-    async def open(self) -> RoomSocket:
-        self.connection = await websockets.connect(
-            self.url, additional_headers={"Cookie": self.cookie, "Origin": self.origin}
-        )
-        self.view.apply(await asyncio.wait_for(self.connection.recv(), 30))
-        assert self.view.snapshots == 1
-        return self
+class RoomSocket(Socket):
+    """A real WebSocket on a room (tests.sockets.Socket), with the posts these tests make."""
 
     async def post(self, body: str) -> None:
-        await self.connection.send(json.dumps({"type": "post", "body": body}))
-
-    async def until(self, predicate: Callable[[RoomView], Any], timeout: float = 60) -> None:
-        """Apply frames until ``predicate(view)`` holds."""
-        async with asyncio.timeout(timeout):
-            while not predicate(self.view):
-                self.view.apply(await self.connection.recv())
+        await self.send({"type": "post", "body": body})
 
     async def reply_id(self) -> int:
         await self.until(lambda view: view.reply_ids())
         return self.view.reply_ids()[-1]
-
-    async def close(self) -> None:
-        await self.connection.close()
 
 
 def finished(reply_id: int) -> Callable[[RoomView], bool]:

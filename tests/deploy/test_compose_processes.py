@@ -313,7 +313,7 @@ async def test_compose_admin_actions_cancel_and_retry_a_live_reply(
 
     # then every socket sees it cancelled, and the row keeps the text so far
     for socket in (asker, watcher):
-        await socket.until(finished(reply_id), timeout=10)
+        await socket.until(finished(reply_id), limit=10)
         assert socket.view.status(reply_id) == "cancelled"
     row = message_row(compose_run.database_url, reply_id)
     partial = row["body"]
@@ -332,7 +332,7 @@ async def test_compose_admin_actions_cancel_and_retry_a_live_reply(
     compose_run.demo(tokens_per_second=200)
     notices = await sync_to_async(admin_site.admin_action)("retry_failed_replies", [reply_id])
     assert notices == [("success", f"Queued again 1: #{reply_id}.")]
-    await watcher.until(lambda view: view.status(reply_id) == "done", timeout=60)
+    await watcher.until(lambda view: view.status(reply_id) == "done", limit=60)
     row = message_row(compose_run.database_url, reply_id)
     assert (row["status"], row["model"]) == ("done", "demo"), compose_run.logs()
     assert watcher.view.body(reply_id) == row["body"] != partial
