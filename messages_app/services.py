@@ -324,9 +324,13 @@ def _append_row(
     with connection.cursor() as cursor:
         cursor.execute(_APPEND_SQL, [text, message_id, attempt])
         row = cursor.fetchone()
-    if row is None:
-        return None
-    version, length, room_id = row
+    return None if row is None else _written(message_id, text, *row)
+
+
+def _written(
+    message_id: int, text: str, version: int, length: int, room_id: int
+) -> tuple[Appended, int, dict[str, Any]]:
+    """An append the UPDATE wrote (its RETURNING row): the result, the room, the delta."""
     offset = length - len(text)
     event = events.delta_event(message_id=message_id, version=version, offset=offset, text=text)
     return Appended(version=version, offset=offset), room_id, event
@@ -343,18 +347,10 @@ def _append_rows(
     with connection.cursor() as cursor:
         cursor.execute(_APPEND_MANY_SQL.format(values=values), params)
         written = {row[0]: row[1:] for row in cursor.fetchall()}
-    rows: list[tuple[Appended, int, dict[str, Any]] | None] = []
-    for request in batch:
-        if request.message_id not in written:
-            rows.append(None)
-            continue
-        version, length, room_id = written[request.message_id]
-        offset = length - len(request.text)
-        event = events.delta_event(
-            message_id=request.message_id, version=version, offset=offset, text=request.text
-        )
-        rows.append((Appended(version=version, offset=offset), room_id, event))
-    return rows
+    return [
+        _written(r.message_id, r.text, *written[r.message_id]) if r.message_id in written else None
+        for r in batch
+    ]
 
 
 @dataclass(eq=False)
