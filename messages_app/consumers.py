@@ -1,8 +1,10 @@
-"""The room WebSocket: protocol only (DESIGN.md, "The WebSocket protocol")."""
+"""The room WebSocket: protocol only (docs/architecture.md, "The WebSocket protocol").
+
+Frames, error codes and close codes come from ``messages_app.protocol``.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -11,22 +13,14 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from messages_app import events, fanout, services
+from messages_app import fanout, protocol, services
 from messages_app.models import Room
+from messages_app.protocol import ClientError
 from messages_app.selectors import room_snapshot
-from messages_app.services import ClientError
 
 logger = logging.getLogger(__name__)
 
 _SLUG_RE = re.compile(r"[-a-zA-Z0-9_]{1,80}")
-
-# Close codes (4000-4999 are the application's): the browser shows why.
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_ROOM_NOT_FOUND = 4404
-
-# A post frame carries at most CHAT_MAX_BODY_LENGTH characters, each up to 4
-# bytes and maybe JSON-escaped (6 bytes); anything larger is refused unread.
-MAX_FRAME_OVERHEAD = 1024
 
 # The scope key under which ``ServerSendMiddleware`` passes the server's own send.
 SERVER_SEND = "chat.server_send"
@@ -61,12 +55,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         """Called when a browser opens the socket: authenticate, join, then snapshot."""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.close(code=protocol.CLOSE_UNAUTHENTICATED)
             return
         slug = self.scope["url_route"]["kwargs"]["slug"]
         room = await _room_by_slug(slug)
         if room is None:
-            await self.close(code=CLOSE_ROOM_NOT_FOUND)
+            await self.close(code=protocol.CLOSE_ROOM_NOT_FOUND)
             return
         self.room = room
         # Join *before* reading the snapshot (the subscription is confirmed when
@@ -77,7 +71,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await fanout.hub().join(room.pk, self.member)
         await self.accept()
         snapshot = await database_sync_to_async(room_snapshot)(room=room)
-        await self.send(text_data=events.dumps({"type": "snapshot", "messages": snapshot}))
+        await self.send(text_data=protocol.snapshot_frame(snapshot))
         self.member.start({m["id"]: m["version"] for m in snapshot})
 
     async def disconnect(self, code: int) -> None:
@@ -88,53 +82,31 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the browser."""
         try:
-            if text_data is None:
-                raise ClientError("binary_frame", "Frames must be JSON text, not binary.")
-            frame = _parse_frame(text_data)
-            kind = frame.get("type")
-            if kind == "post":
-                await self._post(frame)
-            elif kind == "cancel":
-                await database_sync_to_async(services.reply_cancel)(
-                    room=self.room, message_id=frame.get("id")
+            frame = protocol.parse_client_frame(
+                text_data, max_length=protocol.max_frame_length(settings.CHAT_MAX_BODY_LENGTH)
+            )
+            if isinstance(frame, protocol.Post):
+                await database_sync_to_async(services.message_post)(
+                    room=self.room,
+                    author=self.scope["user"],
+                    body=frame.body,
+                    client_id=frame.client_id,
                 )
-            elif kind is None:
-                raise ClientError("missing_type", 'A frame needs a "type".')
-            else:
-                raise ClientError("unknown_type", f"Unknown frame type {str(kind)[:40]!r}.")
+            elif isinstance(frame, protocol.Cancel):
+                await database_sync_to_async(services.reply_cancel)(
+                    room=self.room, message_id=frame.id
+                )
         except ClientError as error:
-            await self._send_error(error.code, error.detail)
+            await self.send(text_data=protocol.error_frame_for(error))
         except Exception:
             logger.exception(
                 "frame from user %s in room %s failed", self.scope["user"].pk, self.room.slug
             )
-            await self._send_error("server_error", "The server could not handle that frame.")
-
-    async def _post(self, frame: dict[str, Any]) -> None:
-        if "body" not in frame:
-            raise ClientError("missing_body", 'A post needs a "body".')
-        await database_sync_to_async(services.message_post)(
-            room=self.room,
-            author=self.scope["user"],
-            body=frame["body"],
-            client_id=frame.get("client_id"),
-        )
-
-    async def _send_error(self, code: str, detail: str) -> None:
-        await self.send(text_data=events.dumps({"type": "error", "code": code, "detail": detail}))
-
-
-def _parse_frame(text_data: str) -> dict[str, Any]:
-    limit = settings.CHAT_MAX_BODY_LENGTH * 6 + MAX_FRAME_OVERHEAD
-    if len(text_data) > limit:
-        raise ClientError("frame_too_large", f"A frame is at most {limit} characters.")
-    try:
-        frame = json.loads(text_data)
-    except ValueError:
-        raise ClientError("invalid_json", "The frame is not valid JSON.") from None
-    if not isinstance(frame, dict):
-        raise ClientError("invalid_frame", "A frame must be a JSON object.")
-    return frame
+            await self.send(
+                text_data=protocol.error_frame(
+                    "server_error", "The server could not handle that frame."
+                )
+            )
 
 
 @database_sync_to_async

@@ -11,18 +11,15 @@ travels through Redis: one PUBLISH per change, on the room's channel.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from typing import Any
 
 import redis
 from django.conf import settings
 
+from messages_app import protocol
+
 logger = logging.getLogger(__name__)
-
-
-def dumps(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
 def message_event(payload: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +28,7 @@ def message_event(payload: dict[str, Any]) -> dict[str, Any]:
         "type": "message.changed",
         "id": payload["id"],
         "version": payload["version"],
-        "frame": dumps({"type": "message", "message": payload}),
+        "frame": protocol.message_frame(payload),
     }
 
 
@@ -43,8 +40,8 @@ def delta_event(*, message_id: int, version: int, offset: int, text: str) -> dic
         "version": version,
         "offset": offset,
         "text": text,
-        "frame": dumps(
-            {"type": "delta", "id": message_id, "version": version, "offset": offset, "text": text}
+        "frame": protocol.delta_frame(
+            message_id=message_id, version=version, offset=offset, text=text
         ),
     }
 

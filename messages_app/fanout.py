@@ -52,6 +52,8 @@ from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 
+from messages_app import protocol
+
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -106,11 +108,7 @@ def delta_frame(message_id: int, parts: list[tuple[int, int, str]]) -> Frame:
     else:
         version, offset = parts[-1][0], parts[0][1]
         text = "".join(part[2] for part in parts)
-    frame = json.dumps(
-        {"type": "delta", "id": message_id, "version": version, "offset": offset, "text": text},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    frame = protocol.delta_frame(message_id=message_id, version=version, offset=offset, text=text)
     return Frame("delta", message_id, parts[0][0], version, frame, list(parts))
 
 

@@ -25,6 +25,7 @@ from django.utils.text import slugify
 
 from messages_app import events
 from messages_app.models import OPEN_STATUSES, Message, Role, Room, Status, User
+from messages_app.protocol import ClientError
 from messages_app.selectors import message_get, message_payload
 
 logger = logging.getLogger(__name__)
@@ -33,15 +34,6 @@ logger = logging.getLogger(__name__)
 # handle (@gpt4, @gpt-bot) or a domain (@gpt.com); any case.
 MENTION_RE = re.compile(r"(?<![\w@.+-])@gpt(?![\w-]|\.\w)", re.IGNORECASE)
 _CONTROL_CHARS = {chr(c) for c in range(32) if chr(c) not in "\n\t"} | {"\x7f"}
-
-
-class ClientError(Exception):
-    """A request the caller got wrong; ``code`` is stable, ``detail`` is for people."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True)
