@@ -86,6 +86,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: Docker's probe of GET /healthz (chatsite/health.py) must not meet the
+    # host check or the HTTPS redirect.
+    "chatsite.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files, served by the web process itself (daphne has no static
     # handler): from STATIC_ROOT as collected into the image, or, with DEBUG,
