@@ -1,26 +1,33 @@
 # syntax=docker/dockerfile:1
 # One image for every process of the chat: web (daphne, the default command),
-# worker (celery), migrate and the demo model. docker-compose.yml picks the
-# command of each service.
+# worker (celery), beat, migrate and the demo model. docker-compose.yml picks
+# the command of each service.
 #
 # Reproducible: the base image is pinned by its full version tag, and the
-# dependencies of pyproject.toml are installed at the versions pinned in
-# requirements.lock (regenerate it with `bash scripts/lock.sh`).
+# dependencies are installed from uv.lock, the one lock the tests and the run
+# script install too (regenerate it with `bash scripts/lock.sh`): the same
+# versions, checked against the same hashes; the image takes only the app's
+# part of it (no dev or bench extras).
 
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # --- build: a virtualenv holding only the dependencies -------------------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore
-RUN python -m venv /opt/venv
+    PIP_ROOT_USER_ACTION=ignore \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_LINK_MODE=copy
 WORKDIR /build
-COPY pyproject.toml requirements.lock ./
-# The [project] dependencies, not the project: its code is copied as it is below.
-# Every dependency ships wheels for this platform, so no compiler is needed.
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && /opt/venv/bin/pip install --only-binary=:all: -r requirements.txt -c requirements.lock
+COPY pyproject.toml uv.lock scripts/uv_requirement.py ./
+# uv first, at the version and hashes uv.lock pins for it (pip checks them); it
+# stays in this stage. Then the [project] dependencies, not the project: its code
+# is copied as it is below. --no-build: wheels only, so no compiler is needed.
+RUN python uv_requirement.py uv.lock > uv-requirement.txt \
+ && pip install --no-deps --require-hashes -r uv-requirement.txt \
+ && uv sync --locked --no-install-project --no-build --python /usr/local/bin/python
 
 # --- runtime: the virtualenv and the code, run as an unprivileged user -----------
 FROM ${PYTHON_IMAGE}

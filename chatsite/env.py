@@ -145,3 +145,41 @@ def check_redis_url(url: str, *, name: str = "REDIS_URL") -> str:
     except ValueError:
         raise ImproperlyConfigured(f"{name} has an invalid port.") from None
     return url
+
+
+# What a production secret key must at least be: Django's own deploy check
+# (security.W009) asks for 50 characters and flags its generated
+# "django-insecure-" keys, which exist only for development.
+SECRET_KEY_MIN_LENGTH = 50
+INSECURE_SECRET_KEY_PREFIX = "django-insecure-"  # noqa: S105 - a prefix, not a key
+MAKE_A_SECRET_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"  # noqa: S105 - a command
+
+
+def check_production_secret_key(
+    key: str, *, public: tuple[str, ...] = (), name: str = "DJANGO_SECRET_KEY"
+) -> str:
+    """Refuse a key anyone can know: one written in this repository (``public``),
+    one starting with ``django-insecure-``, or one shorter than 50 characters.
+
+    A public key lets anyone forge session cookies, password-reset links and
+    signed data, so production stops at start instead of running with one.
+    """
+    how = f"Make one with: {MAKE_A_SECRET_KEY}"
+    if not key:
+        raise ImproperlyConfigured(f"{name} must be set when DJANGO_ENV=production. {how}")
+    if key in public:
+        raise ImproperlyConfigured(
+            f"{name} is a placeholder published in this project's files (docker-compose.yml or "
+            f"the settings), so it is no secret. {how}"
+        )
+    if key.startswith(INSECURE_SECRET_KEY_PREFIX):
+        raise ImproperlyConfigured(
+            f"{name} starts with {INSECURE_SECRET_KEY_PREFIX!r}: such keys are for development "
+            f"only. {how}"
+        )
+    if len(key) < SECRET_KEY_MIN_LENGTH:
+        raise ImproperlyConfigured(
+            f"{name} is {len(key)} characters long; production needs at least "
+            f"{SECRET_KEY_MIN_LENGTH}. {how}"
+        )
+    return key

@@ -11,6 +11,8 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from chatsite.env import (
+    MAKE_A_SECRET_KEY,
+    check_production_secret_key,
     check_redis_url,
     env_bool,
     env_choice,
@@ -33,16 +35,26 @@ if PRODUCTION and DEBUG:
         "DJANGO_DEBUG must be off when DJANGO_ENV=production: debug pages leak settings and code."
     )
 _DEV_SECRET_KEY = "django-insecure-local-development-key-do-not-use-in-production"  # noqa: S105
+# docker-compose.yml's default key: public, so production refuses it (test_security.py
+# checks that the compose file still says exactly this).
+COMPOSE_PLACEHOLDER_SECRET_KEY = "django-insecure-compose-default-set-DJANGO_SECRET_KEY-in-dot-env"  # noqa: S105
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
+if PRODUCTION:
+    check_production_secret_key(
+        SECRET_KEY, public=(_DEV_SECRET_KEY, COMPOSE_PLACEHOLDER_SECRET_KEY)
+    )
 if not SECRET_KEY or SECRET_KEY == _DEV_SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY must be set (to a long random value) when DJANGO_DEBUG is off, "
-            "e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+            "DJANGO_SECRET_KEY must be set (to a long random value) when DJANGO_DEBUG is off. "
+            f"Make one with: {MAKE_A_SECRET_KEY}"
         )
     SECRET_KEY = _DEV_SECRET_KEY
 if not DEBUG and len(SECRET_KEY) < 32:
-    raise ImproperlyConfigured("DJANGO_SECRET_KEY is too short: use 32 characters or more.")
+    raise ImproperlyConfigured(
+        f"DJANGO_SECRET_KEY is too short: use 32 characters or more. Make one with: "
+        f"{MAKE_A_SECRET_KEY}"
+    )
 
 # Behind HTTPS (a TLS-terminating proxy that sets X-Forwarded-Proto): cookies only
 # over HTTPS, HSTS, and plain HTTP redirected.
@@ -74,6 +86,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: Docker's probe of GET /healthz (chatsite/health.py) must not meet the
+    # host check or the HTTPS redirect.
+    "chatsite.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files, served by the web process itself (daphne has no static
     # handler): from STATIC_ROOT as collected into the image, or, with DEBUG,

@@ -7,23 +7,33 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 PYTHON_BIN="${PYTHON_BIN:-python3}"
-EXTRAS="${EXTRAS:-dev}"
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
+# The virtualenv holds exactly what uv.lock pins for the app and its dev and
+# bench extras (the versions and hashes the Docker image installs too), and the
+# project itself, editable. `uv sync --locked` never changes the lock: when
+# pyproject.toml and uv.lock disagree it stops and says so (run
+# scripts/lock.sh); it removes what the lock does not name, and costs a fraction
+# of a second when nothing changed, so it runs every time.
 ensure_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtualenv $VENV"
     "$PYTHON_BIN" -m venv "$VENV"
   fi
-  local stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-$EXTRAS"
-  if [ ! -f "$stamp" ]; then
-    log "installing dependencies from pyproject.toml ($EXTRAS)"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[$EXTRAS]"
-    rm -f "$VENV"/.installed-*
-    touch "$stamp"
+  local wanted
+  wanted="$("$VENV/bin/python" "$ROOT/scripts/uv_requirement.py" "$ROOT/uv.lock")"
+  if [ "$("$VENV/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$(echo "$wanted" | sed -E 's/^uv==([^ ]+).*/\1/')" ]; then
+    log "installing uv as pinned (with its hashes) in uv.lock"
+    local requirement
+    requirement="$(mktemp)"
+    echo "$wanted" > "$requirement"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+      --require-hashes -r "$requirement"
+    rm -f "$requirement"
   fi
+  UV_PROJECT_ENVIRONMENT="$VENV" "$VENV/bin/uv" sync --quiet --locked --all-extras \
+    --project "$ROOT" --python "$VENV/bin/python"
 }
 
 ensure_postgres() {

@@ -27,7 +27,7 @@ ENV_FILE="${ENV_FILE:-$ROOT/.env}"
 if [ -f "$ENV_FILE" ]; then
   load_env_file "$ENV_FILE"
 fi
-EXTRAS="${EXTRAS:-dev}" source "$ROOT/scripts/bootstrap.sh"
+source "$ROOT/scripts/bootstrap.sh"
 
 PORT="${PORT:-8000}"
 HOST="${HOST:-127.0.0.1}"

@@ -138,8 +138,13 @@ def _close_stray_connections(django_db_setup: None, django_db_blocker: Any) -> I
 
     Consumers query from worker threads whose connections outlive the tests;
     without this, dropping the test database at the end fails ("being accessed").
+    pytest-django creates the test database only when a selected test needs it
+    (``-k`` or one file may select none): then the settings still name the real
+    database, which may not exist and is not ours to touch, so nothing is done.
     """
     yield
+    if connection.settings_dict["NAME"] != connection.settings_dict["TEST"]["NAME"]:
+        return
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -84,7 +84,66 @@ def test_production_refuses_the_development_key() -> None:
 
     result = _settings(DJANGO_ENV="production", DJANGO_SECRET_KEY=_DEV_SECRET_KEY)
     assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+    assert "DJANGO_SECRET_KEY is a placeholder published in this project's files" in result.stderr
+
+
+def compose_default_secret_key() -> str:
+    from tests.deploy.compose import load_compose
+
+    return load_compose({})["services"]["web"]["environment"]["DJANGO_SECRET_KEY"]
+
+
+def test_compose_default_key_is_the_placeholder_production_refuses() -> None:
+    from chatsite.settings import COMPOSE_PLACEHOLDER_SECRET_KEY
+
+    assert compose_default_secret_key() == COMPOSE_PLACEHOLDER_SECRET_KEY
+
+
+@pytest.mark.parametrize(
+    "key,message",
+    [
+        (
+            "",
+            "DJANGO_SECRET_KEY must be set when DJANGO_ENV=production",
+        ),
+        (
+            "COMPOSE",
+            "DJANGO_SECRET_KEY is a placeholder published in this project's files",
+        ),
+        (
+            "django-insecure-" + "x" * 60,
+            "DJANGO_SECRET_KEY starts with 'django-insecure-': such keys are for development only",
+        ),
+        ("k" * 49, "DJANGO_SECRET_KEY is 49 characters long; production needs at least 50"),
+    ],
+)
+def test_production_refuses_a_public_or_weak_secret_key_and_says_how_to_make_one(
+    key: str, message: str
+) -> None:
+    if key == "COMPOSE":
+        key = compose_default_secret_key()
+    # DJANGO_DEBUG off as in the compose file: only DJANGO_ENV=production refuses these
+    result = _settings(DJANGO_ENV="production", DJANGO_DEBUG="false", DJANGO_SECRET_KEY=key)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'" in (
+        result.stderr
+    )
+
+
+def test_production_accepts_a_key_of_50_random_characters() -> None:
+    import secrets
+
+    key = secrets.token_urlsafe(50)
+    assert len(key) >= 50
+    result = _settings(DJANGO_ENV="production", DJANGO_SECRET_KEY=key)
+    assert result.returncode == 0, result.stderr
+
+
+def test_development_without_debug_still_starts_with_the_compose_placeholder() -> None:
+    # `docker compose up` on a laptop: DEBUG off, no DJANGO_ENV, no key of one's own
+    result = _settings(DJANGO_DEBUG="false", DJANGO_SECRET_KEY=compose_default_secret_key())
+    assert result.returncode == 0, result.stderr
 
 
 def test_production_runs_without_debug_and_with_secure_cookies_behind_https() -> None:
