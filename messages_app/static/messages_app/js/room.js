@@ -62,7 +62,7 @@
     "</div>" +
     "</div>";
 
-  /** id -> {row, length, el, parts, painted, stopping} */
+  /** id -> {row, length, el, parts, painted, stopping, body} */
   const rows = new Map();
 
   // --- rendering -------------------------------------------------------------
@@ -96,15 +96,18 @@
   function build() {
     const el = document.createElement("article");
     el.innerHTML = ARTICLE_HTML; // static markup: every value is set as text below
+    const body = el.querySelector(".msg__body");
     return {
       el,
+      // Renders the body as it grows, redoing only its open end (markdown.js).
+      body: window.ChatMarkdown.live(body),
       parts: {
         avatar: el.querySelector(".msg__avatar"),
         author: el.querySelector(".msg__author"),
         model: el.querySelector(".msg__model"),
         time: el.querySelector(".msg__time"),
         state: el.querySelector(".msg__state"),
-        body: el.querySelector(".msg__body"),
+        body,
         error: el.querySelector(".msg__error"),
         actions: el.querySelector(".msg__actions"),
         stop: el.querySelector("[data-action=stop]"),
@@ -153,13 +156,15 @@
 
     if (painted.body !== row.body || painted.open !== open) {
       if (row.body) {
-        parts.body.replaceChildren(window.ChatMarkdown.render(row.body));
+        entry.body.update(row.body);
       } else if (open) {
         const thinking = document.createElement("p");
         thinking.className = "thinking";
         thinking.textContent = "thinking…";
+        entry.body.reset();
         parts.body.replaceChildren(thinking);
       } else {
+        entry.body.reset();
         parts.body.replaceChildren();
       }
       painted.body = row.body;
@@ -245,7 +250,36 @@
     return isLast(updated);
   }
 
-  function applyDelta(frame) {
+  // Deltas arrive faster than a screen refreshes (one per token, for several rows):
+  // each changes the row at once, and the rows they changed are painted at most
+  // once per animation frame, with the text of the latest.
+  const dirty = new Set();
+  let frameRequested = false;
+  let frameStick = false;
+
+  function paintSoon(entry, stick) {
+    if (!frameRequested) {
+      // Whether to follow the bottom is decided as the page was before these deltas.
+      frameStick = stick;
+      frameRequested = true;
+      requestAnimationFrame(paintFrame);
+    }
+    dirty.add(entry);
+  }
+
+  function paintFrame() {
+    frameRequested = false;
+    let grew = false;
+    for (const entry of dirty) {
+      if (rows.get(entry.row.id) !== entry) continue; // dropped by a snapshot meanwhile
+      paint(entry);
+      grew = grew || isLast(entry);
+    }
+    dirty.clear();
+    if (grew) afterGrowth(frameStick);
+  }
+
+  function applyDelta(frame, stick) {
     const entry = rows.get(frame.id);
     if (entry && frame.version <= entry.row.version) return false; // already included
     if (!entry && frame.id < oldestId()) return false; // a row older than the page shows
@@ -256,8 +290,8 @@
     entry.row.body += frame.text;
     entry.row.version = frame.version;
     entry.length += codePoints(frame.text);
-    paint(entry);
-    return isLast(entry);
+    paintSoon(entry, stick);
+    return false; // painted, and scrolled, in the next animation frame
   }
 
   function onError(frame) {
@@ -297,7 +331,7 @@
         grew = applyMessage(frame.message);
         break;
       case "delta":
-        grew = applyDelta(frame);
+        grew = applyDelta(frame, stick);
         break;
       case "error":
         onError(frame);
