@@ -1,5 +1,5 @@
 """Viewer processes: many WebSocket clients per process, each applying frames as a
-browser must (DESIGN.md, "The WebSocket protocol") and recording when each delta
+browser must (docs/architecture.md, "The WebSocket protocol") and recording when each delta
 arrived.
 
 A viewer process is driven by the coordinator over a pipe: ``connect`` opens

@@ -2,7 +2,7 @@
 
 Message rows are read-only here: the admin never saves, adds or deletes one.
 The two actions change rows only through ``messages_app.services``, which
-broadcast every change, so open browsers update live (DESIGN.md).
+broadcast every change, so open browsers update live (docs/architecture.md).
 
 Deleting a user or a room is turned off as well: it would change or remove
 message rows (``author`` set to NULL, cascade) behind the services' back, with

@@ -8,7 +8,7 @@ framing of the same text again. At 3 streams × 50 viewers × 50 tokens/s that
 saturated daphne's one core (docs/benchmarks.md has the profile). Here an event
 costs, per socket, a version check and one write of bytes framed once.
 
-How a socket joins (the order is what makes it lossless, DESIGN.md):
+How a socket joins (the order is what makes it lossless, docs/architecture.md):
 1. ``RoomHub.join`` adds the socket's ``Member`` and waits until Redis has
    *confirmed* the room's subscription: every event published from then on reaches
    this process.

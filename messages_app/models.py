@@ -1,6 +1,6 @@
 """Rooms and their messages. The Message row is the single source of truth.
 
-Rows are written only by ``messages_app.services``; see DESIGN.md.
+Rows are written only by ``messages_app.services``; see docs/architecture.md.
 """
 
 from __future__ import annotations

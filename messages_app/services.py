@@ -1,7 +1,7 @@
 """Every write of a Room or Message row, each followed by its broadcast on commit.
 
 Consumers, views, admin actions and tasks call these; none of them saves a
-message or sends to a group on its own (DESIGN.md).
+message or sends to a group on its own (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A test client of the room protocol (DESIGN.md), applying frames as a browser must.
+"""A test client of the room protocol (docs/architecture.md), applying frames as a browser must.
 
 It keeps what a browser would hold per row, and records every rule the server
 breaks: a delta that leaves a gap, a repeated or backwards version, a frame of

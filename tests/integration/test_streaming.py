@@ -91,7 +91,7 @@ async def test_reply_streams_to_every_socket_and_a_late_socket_resumes_mid_strea
         assert socket.view.gaps == [] and socket.view.stale == [] and socket.view.errors == []
         # versions after the snapshot: rising, none repeated, up to the row's last.
         # Writes that reach a web process together may share one frame (their
-        # joined text, the last version: DESIGN.md allows it), so a version may be
+        # joined text, the last version: docs/architecture.md allows it), so a version may be
         # skipped; the text may not: every delta started where the held text ended
         # (no gaps, above) and the text is the model's, whole.
         versions = socket.view.versions_of(reply_id)

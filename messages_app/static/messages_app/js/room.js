@@ -1,6 +1,6 @@
 /*
  * The live room page. Keeps the rows of the page in step with the room over the
- * WebSocket protocol of DESIGN.md, and runs the composer. No framework, no build.
+ * WebSocket protocol of docs/architecture.md, and runs the composer. No framework, no build.
  *
  * What the page holds per row is the row as the server last sent it: its body,
  * its version and the body's length in code points. The rules of the protocol:
@@ -551,7 +551,7 @@
         return;
       }
     }
-    // The same client_id again stores one message (DESIGN.md): resending is safe.
+    // The same client_id again stores one message (docs/architecture.md): resending is safe.
     socket.send(JSON.stringify({ type: "post", body: outbox.body, client_id: outbox.clientId }));
     outbox.sent = true;
   }
