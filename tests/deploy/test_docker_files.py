@@ -50,16 +50,24 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_file_validates_against_the_compose_specification() -> None:
-    assert COMPOSE_SCHEMA.exists(), (
-        f"{COMPOSE_SCHEMA} is missing: the Compose Specification's JSON Schema is "
-        "expected in shared/data/ beside the project"
-    )
+    assert COMPOSE_SCHEMA.is_file(), f"{COMPOSE_SCHEMA} is missing from the repository"
     schema = json.loads(COMPOSE_SCHEMA.read_text())
     # Its "$schema" names draft-07 by a URL jsonschema does not map; say it plainly.
     jsonschema.Draft7Validator.check_schema(schema)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(load_compose()), key=lambda e: list(e.path))
     assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_compose_schema_travels_with_its_licence_and_origin() -> None:
+    # Apache License 2.0, section 4: a copy of the licence and the NOTICE go with it.
+    folder = COMPOSE_SCHEMA.parent
+    assert "Apache License" in (folder / "LICENSE").read_text()
+    assert "Version 2.0" in (folder / "LICENSE").read_text()
+    assert "The Compose Specification" in (folder / "NOTICE").read_text()
+    origin = (folder / "README.md").read_text()
+    assert "github.com/compose-spec/compose-spec" in origin
+    assert re.search(r"\b[0-9a-f]{40}\b", origin), "name the commit the schema comes from"
 
 
 def test_compose_schema_check_catches_a_broken_file() -> None:
