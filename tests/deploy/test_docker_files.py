@@ -380,6 +380,8 @@ def test_dockerfile_base_image_is_pinned_by_version() -> None:
         name, _, tag = stage.base.partition(":")
         assert name == "python"
         assert re.match(r"^3\.11\.\d+-slim-bookworm$", tag), f"pin a full version: {stage.base}"
+        # The newest 3.11 patch release when last raised (see IMAGE_FLOORS).
+        assert version_of(tag) >= (3, 11, 16), f"{stage.base} predates 3.11.16"
 
 
 def test_dockerfile_is_multi_stage_and_runs_as_a_non_root_user() -> None:
