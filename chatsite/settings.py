@@ -189,21 +189,29 @@ REDIS_URL = check_redis_url(env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))
 CHAT_REDIS_PREFIX = env_str("CHAT_REDIS_PREFIX", "chat")
 
 # --- Celery: long, I/O-bound streaming tasks -----------------------------------
-# The worker runs the threads pool (scripts/run.sh, docker-compose.yml): a reply
-# spends its life waiting on the model's socket, so one process holds many
-# streams. How the settings below fit together:
-# - acks early (acks_late off): a task is acknowledged when it starts. Late acks
-#   would redeliver the task of a worker that died mid-stream, but that task could
-#   only find its row already streaming and exit; the watchdog (beat, below) is
-#   what ends such a row, as failed "interrupted" with its partial text, long
-#   before a visibility timeout would redeliver anything. Late acks also cost a
+# The worker's pool and concurrency live here, not on command lines: a plain
+# `celery -A chatsite worker` (Celery's documented way to start one) otherwise
+# runs the prefork pool with one process per core, which streams only as many
+# replies as there are cores. A reply spends its life waiting on the model's
+# socket, so one process of threads holds many streams (WORKER_CONCURRENCY).
+# How the settings below fit together:
+# - acks early (acks_late off): a task is acknowledged when a thread starts it.
+#   Late acks would redeliver the task of a worker that died mid-stream, but that
+#   task could only find its row already streaming and exit; the watchdog (beat,
+#   below) is what ends such a row, as failed "interrupted" with its partial
+#   text, from its heartbeat. A task lost between its ack and its claim (the
+#   worker killed in that instant) leaves its row pending: the watchdog fails it
+#   after GPT_QUEUE_TIMEOUT with a reason that says so (tests/integration/
+#   test_worker_faults.py kills a worker at that moment). Late acks also cost a
 #   real failure: with a reply in flight, a lost Redis connection makes kombu
 #   restore unacked messages through a closed connection and the worker dies
-#   ("Unrecoverable error: AttributeError ... 'hostname'", seen here in
+#   ("Unrecoverable error: AttributeError ... 'hostname'", seen in
 #   tests/integration/test_failures.py). A task delivered twice all the same is
 #   harmless: the claim lets one attempt write the row.
-# - prefetch 1: a worker reserves no more tasks than it has free threads, so a
-#   queued reply is never stuck behind a busy worker while another one idles.
+# - prefetch multiplier 1: a worker reserves at most WORKER_CONCURRENCY tasks
+#   beyond the ones running (the threads pool counts its threads), so a queued
+#   reply waits behind a busy worker no longer than needed while another idles;
+#   reserved tasks of a worker stopped warmly go back to the queue.
 # - visibility_timeout (Redis transport; it takes effect as a broker transport
 #   option): a reserved but unacknowledged task is handed out again after this
 #   long. It exceeds the longest reply, so no running reply is handed out twice.
@@ -215,6 +223,8 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_QUEUE", "chat")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_POOL = "threads"
+CELERY_WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 50, minimum=1, maximum=1000)
 CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
