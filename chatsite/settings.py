@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chatsite.env import (
     MAKE_A_SECRET_KEY,
+    check_at_most,
     check_production_secret_key,
     check_redis_url,
     env_bool,
@@ -243,10 +244,27 @@ GPT_MAX_RETRIES = env_int("GPT_MAX_RETRIES", 3, minimum=0, maximum=10)
 GPT_RETRY_BACKOFF = env_float("GPT_RETRY_BACKOFF", 0.5, minimum=0.0)
 # The longest a reply may stream before it is stopped and marked failed.
 GPT_REPLY_TIME_LIMIT = env_float("GPT_REPLY_TIME_LIMIT", 600.0, minimum=1.0)
-# An open (pending/streaming) reply whose last write is older than this is
-# marked failed ("interrupted") by the watchdog, which runs every interval.
+# The watchdog (beat, every GPT_WATCHDOG_INTERVAL seconds) marks failed
+# ("interrupted") a streaming reply whose heartbeat is older than GPT_STALE_AFTER;
+# the run writes one every GPT_HEARTBEAT_INTERVAL seconds whatever it is doing, so
+# the limit must leave room for a few missed beats. A pending reply is failed only
+# after GPT_QUEUE_TIMEOUT seconds in the queue (no worker started it), never
+# because every thread is busy for a while.
 GPT_STALE_AFTER = env_float("GPT_STALE_AFTER", 120.0, minimum=0.5)
 GPT_WATCHDOG_INTERVAL = env_float("GPT_WATCHDOG_INTERVAL", 30.0, minimum=0.1)
+GPT_HEARTBEAT_INTERVAL = env_float("GPT_HEARTBEAT_INTERVAL", 10.0, minimum=0.05)
+check_at_most(
+    "GPT_HEARTBEAT_INTERVAL", GPT_HEARTBEAT_INTERVAL, "GPT_STALE_AFTER / 2", GPT_STALE_AFTER / 2
+)
+GPT_QUEUE_TIMEOUT = env_float("GPT_QUEUE_TIMEOUT", 900.0, minimum=1.0)
+# The longest reply: tokens the model may write (max_tokens of every request),
+# and characters stored (a reply cut by either ends failed, saying which limit).
+GPT_MAX_REPLY_TOKENS = env_int("GPT_MAX_REPLY_TOKENS", 4000, minimum=1, maximum=128000)
+GPT_MAX_REPLY_CHARS = env_int("GPT_MAX_REPLY_CHARS", 16000, minimum=100, maximum=1000000)
+# Seconds a streaming run retries a write that meets a transient database error
+# (connection lost, Postgres restarting) before it gives the reply up as failed;
+# the model's stream goes on meanwhile and its text is kept (worker/dbretry.py).
+GPT_DB_RETRY_FOR = env_float("GPT_DB_RETRY_FOR", 30.0, minimum=0.0)
 # Per user: @gpt replies open at once, and started in any 60 seconds.
 GPT_MAX_OPEN_REPLIES_PER_USER = env_int("GPT_MAX_OPEN_REPLIES_PER_USER", 3, minimum=1)
 GPT_MAX_REPLIES_PER_MINUTE = env_int("GPT_MAX_REPLIES_PER_MINUTE", 10, minimum=1)
