@@ -166,8 +166,8 @@ if [ "$demo" = 1 ]; then
   start demo ignoring_sigint "$PY" -m worker.demo_llm --host 127.0.0.1 --port "$DEMO_PORT" \
     ${demo_flags[@]+"${demo_flags[@]}"}
 fi
-start worker "$VENV/bin/celery" -A chatsite worker --pool threads \
-  --concurrency "${WORKER_CONCURRENCY:-50}" --loglevel INFO -n "run-$$@%h"
+# Its pool (threads) and concurrency (WORKER_CONCURRENCY) come from the settings.
+start worker "$VENV/bin/celery" -A chatsite worker --loglevel INFO -n "run-$$@%h"
 # Celery beat only when a periodic task exists (CELERY_BEAT_SCHEDULE).
 if "$PY" -c 'import sys; from chatsite.celery import app; sys.exit(not app.conf.beat_schedule)'; then
   beat_state="$(mktemp -d)"  # beat's schedule file; removed by stop()
