@@ -99,6 +99,10 @@ class RoomHub:
 
     async def leave(self, member: Member) -> None:
         """Remove ``member`` (idempotent); unsubscribe its room if it was the last."""
+        self.discard(member)
+
+    def discard(self, member: Member) -> None:
+        """``leave`` from sync code (the fan-out drops a member it closed)."""
         member.close()
         users = self.users.get(member.user_id) if member.user_id is not None else None
         if users is not None:
@@ -135,6 +139,7 @@ class RoomHub:
         ]
         for member in closing:
             member.end(command.code)
+            self.discard(member)  # written no more, even before its disconnect
         return len(closing)
 
     # --- the subscription --------------------------------------------------------------
@@ -261,6 +266,8 @@ class RoomHub:
             except Exception:
                 logger.exception("room events: a socket of room %s failed", room_id)
                 member.end(protocol.CLOSE_TOO_SLOW)  # the page reconnects and resyncs
+            if member.closed:
+                self.discard(member)
 
     # --- convergence ---------------------------------------------------------------
 
