@@ -287,3 +287,25 @@ def parse_client_frame(text_data: str | None, *, max_length: int) -> ClientFrame
     if kind == "cancel":
         return Cancel(id=_message_id(frame))
     raise ClientError("unknown_type", f"Unknown frame type {str(kind)[:40]!r}.")
+
+
+# --- the mirror ------------------------------------------------------------------------
+
+
+def mirror() -> dict[str, Any]:
+    """The vocabulary the browser mirrors: room.js's PROTOCOL block equals this
+    (tests/messages_app/test_protocol_mirror.py), as does tests/protocol.py."""
+    return {
+        "close": {
+            "unauthenticated": CLOSE_UNAUTHENTICATED,
+            "forbidden": CLOSE_FORBIDDEN,
+            "roomNotFound": CLOSE_ROOM_NOT_FOUND,
+            "tooSlow": CLOSE_TOO_SLOW,
+            "tooManySockets": CLOSE_TOO_MANY_SOCKETS,
+        },
+        "closeReasons": {str(code): text for code, text in sorted(CLOSE_REASONS.items())},
+        "finalCloseCodes": sorted(FINAL_CLOSE_CODES),
+        "errorCodes": sorted(ERROR_CODES),
+        "serverFrames": sorted(SERVER_FRAME_TYPES),
+        "clientFrames": sorted(CLIENT_FRAME_TYPES),
+    }

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from messages_app import protocol
 from messages_app.realtime import frames
 from tests.messages_app.realtime.helpers import delta, message
 
@@ -54,3 +55,31 @@ def test_parse_event_keeps_the_published_bytes() -> None:
         3,
         3,
     )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "not json",
+        '{"type": "sockets.close"}',
+        '{"type": "sockets.close", "user_id": 1, "code": 1000}',
+        '{"type": "other", "user_id": 1, "code": 4401}',
+        '{"type": "sockets.close", "user_id": "x", "code": 4401}',
+    ],
+)
+def test_parse_command_refuses_a_malformed_command(data: str) -> None:
+    with pytest.raises(ValueError):
+        protocol.parse_command(data)
+
+
+def test_sockets_close_command_round_trips() -> None:
+    for room_id in (None, 7):
+        command = protocol.SocketsClose(user_id=3, code=protocol.CLOSE_FORBIDDEN, room_id=room_id)
+        assert protocol.parse_command(protocol.sockets_close_command(command)) == command
+
+
+def test_heartbeat_frame_lists_id_and_version_pairs() -> None:
+    assert json.loads(protocol.heartbeat_frame([(4, 9), (6, 2)])) == {
+        "type": "heartbeat",
+        "open": [[4, 9], [6, 2]],
+    }
