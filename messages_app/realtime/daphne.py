@@ -74,6 +74,7 @@ def check(*, enabled: bool) -> bool:
         _state.update(enabled=False, probe=False)
         return False
     _state.update(enabled=enabled, probe=True)
+    logger.info("daphne fast path: %s", "on" if enabled else "off (CHAT_DAPHNE_FAST_PATH)")
     return enabled
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from messages_app import protocol
 from tests.messages_app.realtime.helpers import Socket, delta, message, settle
@@ -86,3 +87,28 @@ async def test_member_whose_snapshot_takes_too_long_is_bounded_too() -> None:
         member.deliver([delta(7, version, (version - 1) * 40, "z" * 40)])
     assert socket.closed_with == [protocol.CLOSE_TOO_SLOW]
     assert member.pending is None
+
+
+def test_daphne_fast_path_turns_itself_off_with_a_warning_when_internals_are_missing(
+    monkeypatch: Any, caplog: Any
+) -> None:
+    from daphne.server import Server
+
+    from messages_app.realtime import daphne
+
+    monkeypatch.setattr(daphne, "_state", {"enabled": None, "probe": None})
+    assert daphne.check(enabled=True) is True
+    monkeypatch.delattr(Server, "handle_reply")
+    with caplog.at_level("WARNING", logger="messages_app.realtime.daphne"):
+        assert daphne.check(enabled=True) is False
+    assert "turns itself off" in caplog.text and "handle_reply" in caplog.text
+    # and a socket is then written through the ASGI send
+    assert daphne.fast_writer(lambda event: None) is None  # type: ignore[arg-type, return-value]
+
+
+def test_daphne_fast_path_off_by_setting_writes_through_asgi_send(monkeypatch: Any) -> None:
+    from messages_app.realtime import daphne
+
+    monkeypatch.setattr(daphne, "_state", {"enabled": None, "probe": None})
+    assert daphne.check(enabled=False) is False
+    assert daphne._state == {"enabled": False, "probe": True}
