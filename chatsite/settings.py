@@ -285,6 +285,10 @@ GPT_QUEUE_TIMEOUT = env_float("GPT_QUEUE_TIMEOUT", 900.0, minimum=1.0)
 # and characters stored (a reply cut by either ends failed, saying which limit).
 GPT_MAX_REPLY_TOKENS = env_int("GPT_MAX_REPLY_TOKENS", 4000, minimum=1, maximum=128000)
 GPT_MAX_REPLY_CHARS = env_int("GPT_MAX_REPLY_CHARS", 16000, minimum=100, maximum=1000000)
+# A streaming reply's text goes into chunk rows, folded into its body every this
+# many characters and when it ends (messages_app/models.py, ReplyChunk): the
+# body is rewritten once per fold instead of once per write.
+GPT_FOLD_CHARS = env_int("GPT_FOLD_CHARS", 4096, minimum=64, maximum=1000000)
 # Seconds a streaming run retries a write that meets a transient database error
 # (connection lost, Postgres restarting) before it gives the reply up as failed;
 # the model's stream goes on meanwhile and its text is kept (worker/dbretry.py).

@@ -135,7 +135,7 @@ class ReplyRun:
             logger.exception("reply %s could not start", self.message_id)
             unavailable = isinstance(error, DatabaseUnavailable)
             return self._fail(None, self._database_gone() if unavailable else INTERNAL_ERROR)
-        self.version, self.length = reply.version, len(reply.body)
+        self.version, self.length = reply.version, reply.text_length
         unregister = cancel.listener.register(self.message_id, lambda: self.stop("cancelled"))
         timer = threading.Timer(settings.GPT_REPLY_TIME_LIMIT, self.stop, args=("time_limit",))
         timer.daemon = True
