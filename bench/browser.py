@@ -242,6 +242,7 @@ def plot(figures: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     lengths = [int(c) for c in figures["lengths"]]
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -250,6 +251,7 @@ def plot(figures: dict[str, Any], path: Path) -> None:
         ax.plot(lengths, ends, style, label=f"{mode}: one delta at the end of the reply")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xticks(lengths, [f"{c:,}" for c in lengths])
     ax.set_xlabel("reply length (characters)")
     ax.set_ylabel("main-thread ms per delta")

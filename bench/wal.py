@@ -202,11 +202,46 @@ def markdown(figures: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(figures: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    lengths = [int(c) for c in figures["lengths"]]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, style in (("before", "r-o"), ("after", "g-o")):
+        per_char = [figures["lengths"][c][name]["wal_per_char"] for c in figures["lengths"]]
+        ax.plot(lengths, per_char, style, label=f"{name}: WAL bytes per character of the reply")
+    target = [figures["lengths"][c]["target_wal"] / int(c) for c in figures["lengths"]]
+    ax.plot(lengths, target, "k:", label="target: 5 × body bytes + 400 bytes a write")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xticks(lengths, [f"{c:,}" for c in lengths])
+    ax.set_xlabel("reply length (characters), token granularity")
+    ax.set_ylabel("WAL bytes per character")
+    ax.set_title("Postgres cost of a streamed reply against its length")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of WAL against length here")
+    parser.add_argument("--from-json", type=Path, help="report and plot these figures, no run")
     args = parser.parse_args(argv)
+    if args.from_json:
+        figures = json.loads(args.from_json.read_text())
+        print(markdown(figures))  # noqa: T201
+        if args.plot:
+            plot(figures, args.plot)
+        return
     try:
         lengths = tuple(int(part) for part in args.lengths.split(","))
     except ValueError:
@@ -242,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(figures))  # noqa: T201
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
+    if args.plot:
+        plot(figures, args.plot)
 
 
 if __name__ == "__main__":

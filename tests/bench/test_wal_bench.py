@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.django_db
-def test_wal_bench_chunk_rows_meet_the_target_the_old_append_misses() -> None:
+def test_wal_bench_chunk_rows_meet_the_target_the_old_append_misses(tmp_path: Path) -> None:
     figures = wal.measure((2_000,))
     reply = figures["lengths"][2_000]
     assert reply["writes"] > 300  # token granularity: one write per token
@@ -25,6 +25,8 @@ def test_wal_bench_chunk_rows_meet_the_target_the_old_append_misses() -> None:
     assert reply["after"]["wal"] * 4 < reply["before"]["wal"]
     assert reply["after"]["folds"] >= 1
     assert "| 2,000 |" in wal.markdown(figures)
+    wal.plot(figures, tmp_path / "wal.png")
+    assert (tmp_path / "wal.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(
