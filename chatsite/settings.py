@@ -301,6 +301,9 @@ GPT_CONTEXT_CHARS = env_int("GPT_CONTEXT_CHARS", 24000, minimum=500)
 
 # --- Chat -------------------------------------------------------------------
 CHAT_SNAPSHOT_SIZE = env_int("CHAT_SNAPSHOT_SIZE", 50, minimum=1, maximum=1000)
+# A room's export (Markdown or JSON) streams its messages this many at a time, so
+# a large room never sits in a web process's memory whole (messages_app/export.py).
+CHAT_EXPORT_PAGE_SIZE = env_int("CHAT_EXPORT_PAGE_SIZE", 500, minimum=1, maximum=10000)
 CHAT_MAX_BODY_LENGTH = env_int("CHAT_MAX_BODY_LENGTH", 4000, minimum=1, maximum=100000)
 
 LOGGING = {
