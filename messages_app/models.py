@@ -145,10 +145,6 @@ class Message(models.Model):
             self.text_length = len(self.body)
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN_STATUSES
-
 
 class ReplyChunk(models.Model):
     """Text appended to a streaming reply and not yet folded into its body.

@@ -48,7 +48,7 @@ def build_context(reply: Message) -> list[dict[str, Any]]:
     return messages
 
 
-def _give_back_connection(idle: bool) -> None:
+def _give_back_connection() -> None:
     """While a streaming run waits for the model, it needs no database connection:
     its appends are written by the process's append thread (``worker.appends``).
     With the pool, this thread's connection goes back to it, so a
@@ -91,7 +91,6 @@ class ReplyRun:
         # The row's version as this run last wrote it: every append names it.
         self.version = 0
         self.length = 0  # characters in the row
-        self.writes = 0
         # Text the model sent that is not in the row yet because its write failed.
         self.unwritten = ""
         # Why the stream was closed early: "cancelled", "time_limit" or "length_limit".
@@ -244,7 +243,6 @@ class ReplyRun:
         if not text:
             return True
         assert self.attempt is not None  # noqa: S101
-        self.writes += 1
         self.unwritten = text
         appended = appends.append(
             services.ReplyAppend(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -74,7 +75,8 @@ def test_batched_appends_of_concurrent_runs_are_each_committed_and_published_in_
         assert row.body == expected
         appended = results[message_id]
         assert [a.version for a in appended if a] == list(range(3, 33))
-        deltas = [e for _, e in published if e["id"] == message_id]
+        frames = [json.loads(e["frame"]) for _, e in published]
+        deltas = [f for f in frames if f["id"] == message_id]
         assert [d["version"] for d in deltas] == list(range(3, 33))
         assert "".join(d["text"] for d in deltas) == expected
         assert [d["offset"] for d in deltas] == [a.offset for a in appended if a]
