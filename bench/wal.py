@@ -35,6 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench import plots
 from bench.replies import long_reply
 from bench.stack import ROOT, database_url, drop_database
 from worker.demo_llm import tokenize
@@ -203,30 +204,25 @@ def markdown(figures: dict[str, Any]) -> str:
 
 
 def plot(figures: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    lengths = [int(c) for c in figures["lengths"]]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, style in (("before", "r-o"), ("after", "g-o")):
-        per_char = [figures["lengths"][c][name]["wal_per_char"] for c in figures["lengths"]]
-        ax.plot(lengths, per_char, style, label=f"{name}: WAL bytes per character of the reply")
-    target = [figures["lengths"][c]["target_wal"] / int(c) for c in figures["lengths"]]
-    ax.plot(lengths, target, "k:", label="target: 5 × body bytes + 400 bytes a write")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_xticks(lengths, [f"{c:,}" for c in lengths])
-    ax.set_xlabel("reply length (characters), token granularity")
-    ax.set_ylabel("WAL bytes per character")
-    ax.set_title("Postgres cost of a streamed reply against its length")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    lengths = list(figures["lengths"])
+    series = [
+        (
+            f"{name}: WAL bytes per character of the reply",
+            style,
+            [figures["lengths"][c][name]["wal_per_char"] for c in lengths],
+        )
+        for name, style in (("before", "r-o"), ("after", "g-o"))
+    ]
+    target = [figures["lengths"][c]["target_wal"] / int(c) for c in lengths]
+    series.append(("target: 5 × body bytes + 400 bytes a write", "k:", target))
+    plots.against_length(
+        path,
+        [int(c) for c in lengths],
+        series,
+        xlabel="reply length (characters), token granularity",
+        ylabel="WAL bytes per character",
+        title="Postgres cost of a streamed reply against its length",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,15 +4,12 @@ timed) show the chunk rows meet issue 12's target where the old append did not."
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench import wal
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests import live
 
 
 @pytest.mark.django_db
@@ -37,13 +34,6 @@ def test_wal_bench_chunk_rows_meet_the_target_the_old_append_misses(tmp_path: Pa
     ],
 )
 def test_wal_bench_refuses_bad_arguments(args: list[str], message: str) -> None:
-    result = subprocess.run(  # noqa: S603 - our own module
-        [sys.executable, "-m", "bench.wal", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = live.run_module("bench.wal", *args)
     assert result.returncode == 2
     assert message in result.stderr
