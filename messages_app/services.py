@@ -296,11 +296,13 @@ def clean_model_text(text: str) -> str:
     """Text from the model as it can be stored: ``clean_text``, and no lone surrogates.
 
     A JSON string may escape half a surrogate pair (``"\\ud800"``); Python decodes
-    it, but no UTF-8 (so no Postgres text) can hold it.
+    it, but no UTF-8 (so no Postgres text) can hold it. A pair becomes its
+    character; a lone half becomes U+FFFD, as the chunker makes it (visible, not
+    silently dropped).
     """
     text = clean_text(text)
     if any("\ud800" <= ch <= "\udfff" for ch in text):
-        text = "".join(ch for ch in text if not "\ud800" <= ch <= "\udfff")
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
 
 
