@@ -232,13 +232,19 @@ def _check_reply_limits(author: User) -> None:
 
 
 @transaction.atomic
-def reply_claim(*, message_id: int, model: str) -> uuid.UUID | None:
+def reply_claim(
+    *, message_id: int, model: str, attempt: uuid.UUID | None = None
+) -> uuid.UUID | None:
     """Take a pending reply for one streaming attempt: pending → streaming.
 
     Returns the attempt id every later write of this attempt must name, or None
     when the row is not pending (done, cancelled, or another attempt has it).
+    A caller that names its ``attempt`` may send the claim again when its outcome
+    is unknown (the connection broke around the commit): a row this attempt
+    already holds is its own claim, returned as such.
     """
-    attempt = uuid.uuid4()
+    attempt = attempt or uuid.uuid4()
+    now = timezone.now()
     updated = Message.objects.filter(
         pk=message_id, role=Role.ASSISTANT, status=Status.PENDING
     ).update(
@@ -246,11 +252,12 @@ def reply_claim(*, message_id: int, model: str) -> uuid.UUID | None:
         attempt=attempt,
         model=_clean_model_name(model),
         version=F("version") + 1,
-        updated_at=timezone.now(),
-        heartbeat_at=timezone.now(),
+        updated_at=now,
+        heartbeat_at=now,
     )
     if not updated:
-        return None
+        mine = Message.objects.filter(pk=message_id, attempt=attempt, status=Status.STREAMING)
+        return attempt if mine.exists() else None
     _broadcast_row(message_get(message_id=message_id))
     return attempt
 
