@@ -184,10 +184,34 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = check_redis_url(env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))
 # Room events do not use a Channels layer: each change is one PUBLISH on the
 # room's channel, and each web process keeps one subscription per room and fans
-# out to its sockets in memory (messages_app/fanout.py; docs/benchmarks.md says
+# out to its sockets in memory (messages_app/realtime/; docs/benchmarks.md says
 # why). This prefix names those channels and the workers' cancel channel, so two
 # deployments (or test runs) can share one Redis.
 CHAT_REDIS_PREFIX = env_str("CHAT_REDIS_PREFIX", "chat")
+# Where room events and socket commands travel: REDIS_URL unless set (any URL
+# redis-py accepts). With CHAT_EVENTS_REDIS_CLUSTER it names one node of a Redis
+# Cluster, and events use sharded pub/sub (SPUBLISH/SSUBSCRIBE, one shard per
+# room channel); Celery and the cancel channel stay on REDIS_URL.
+CHAT_EVENTS_REDIS_URL = check_redis_url(
+    env_str("CHAT_EVENTS_REDIS_URL", REDIS_URL), name="CHAT_EVENTS_REDIS_URL"
+)
+CHAT_EVENTS_REDIS_CLUSTER = env_bool("CHAT_EVENTS_REDIS_CLUSTER", False)
+# The subscriber PINGs Redis after this many quiet seconds; a connection silent
+# for twice as long is dead, and the hub reconnects and repairs.
+CHAT_REDIS_HEALTH_CHECK_SECONDS = env_float(
+    "CHAT_REDIS_HEALTH_CHECK_SECONDS", 2.0, minimum=0.1, maximum=60.0
+)
+# Every this many seconds each socket gets the versions of its room's open rows
+# (a heartbeat frame): a page that missed an event resyncs (docs/architecture.md).
+CHAT_RECONCILE_SECONDS = env_float("CHAT_RECONCILE_SECONDS", 2.0, minimum=0.1, maximum=300.0)
+# The most bytes queued for one socket that does not read; over it the socket is
+# closed with 4408 ("too slow") and the page reconnects from a snapshot.
+CHAT_SOCKET_BUFFER_BYTES = env_int(
+    "CHAT_SOCKET_BUFFER_BYTES", 1024 * 1024, minimum=4096, maximum=256 * 1024 * 1024
+)
+# Under daphne, write frames straight to the sockets (messages_app/realtime/daphne.py);
+# it turns itself off at start-up, with a warning, when daphne's internals changed.
+CHAT_DAPHNE_FAST_PATH = env_bool("CHAT_DAPHNE_FAST_PATH", True)
 
 # --- Celery: long, I/O-bound streaming tasks -----------------------------------
 # The worker's pool and concurrency live here, not on command lines: a plain
