@@ -227,7 +227,10 @@ CHAT_DAPHNE_FAST_PATH = env_bool("CHAT_DAPHNE_FAST_PATH", True)
 #   text, from its heartbeat. A task lost between its ack and its claim (the
 #   worker killed in that instant) leaves its row pending: the watchdog fails it
 #   after GPT_QUEUE_TIMEOUT with a reason that says so (tests/integration/
-#   test_worker_faults.py kills a worker at that moment). Late acks also cost a
+#   test_worker_faults.py kills a worker at that moment). In the threads pool
+#   the ack is only scheduled on the consumer's loop when the task starts, so
+#   such a task may also come back after the visibility timeout: it then finds
+#   its row closed and writes nothing. Late acks also cost a
 #   real failure: with a reply in flight, a lost Redis connection makes kombu
 #   restore unacked messages through a closed connection and the worker dies
 #   ("Unrecoverable error: AttributeError ... 'hostname'", seen in
@@ -239,7 +242,8 @@ CHAT_DAPHNE_FAST_PATH = env_bool("CHAT_DAPHNE_FAST_PATH", True)
 #   reserved tasks of a worker stopped warmly go back to the queue.
 # - visibility_timeout (Redis transport; it takes effect as a broker transport
 #   option): a reserved but unacknowledged task is handed out again after this
-#   long. It exceeds the longest reply, so no running reply is handed out twice.
+#   long. It exceeds the longest reply, so no running reply is handed out twice
+#   (and a second delivery would only find its row claimed).
 # - time limits: Celery enforces them only in the prefork pool, not in threads;
 #   the streaming run enforces GPT_REPLY_TIME_LIMIT itself (worker/streaming.py).
 # - a lost broker connection must not cancel running streams: they write to

@@ -231,13 +231,19 @@ def _check_reply_limits(author: User) -> None:
 
 
 @transaction.atomic
-def reply_claim(*, message_id: int, model: str) -> uuid.UUID | None:
+def reply_claim(
+    *, message_id: int, model: str, attempt: uuid.UUID | None = None
+) -> uuid.UUID | None:
     """Take a pending reply for one streaming attempt: pending → streaming.
 
     Returns the attempt id every later write of this attempt must name, or None
     when the row is not pending (done, cancelled, or another attempt has it).
+    A caller that names its ``attempt`` may send the claim again when its outcome
+    is unknown (the connection broke around the commit): a row this attempt
+    already holds is its own claim, returned as such.
     """
-    attempt = uuid.uuid4()
+    attempt = attempt or uuid.uuid4()
+    now = timezone.now()
     updated = Message.objects.filter(
         pk=message_id, role=Role.ASSISTANT, status=Status.PENDING
     ).update(
@@ -245,11 +251,12 @@ def reply_claim(*, message_id: int, model: str) -> uuid.UUID | None:
         attempt=attempt,
         model=_clean_model_name(model),
         version=F("version") + 1,
-        updated_at=timezone.now(),
-        heartbeat_at=timezone.now(),
+        updated_at=now,
+        heartbeat_at=now,
     )
     if not updated:
-        return None
+        mine = Message.objects.filter(pk=message_id, attempt=attempt, status=Status.STREAMING)
+        return attempt if mine.exists() else None
     _broadcast_row(message_get(message_id=message_id))
     return attempt
 
@@ -327,11 +334,13 @@ def clean_model_text(text: str) -> str:
     """Text from the model as it can be stored: ``clean_text``, and no lone surrogates.
 
     A JSON string may escape half a surrogate pair (``"\\ud800"``); Python decodes
-    it, but no UTF-8 (so no Postgres text) can hold it.
+    it, but no UTF-8 (so no Postgres text) can hold it. A pair becomes its
+    character; a lone half becomes U+FFFD, as the chunker makes it (visible, not
+    silently dropped).
     """
     text = clean_text(text)
     if any("\ud800" <= ch <= "\udfff" for ch in text):
-        text = "".join(ch for ch in text if not "\ud800" <= ch <= "\udfff")
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
 
 

@@ -106,9 +106,12 @@ class ReplyRun:
 
     def run(self) -> str:
         """Stream the reply; return how it ended (done, failed, cancelled, skipped)."""
+        attempt = uuid.uuid4()  # named, so that a claim sent again knows its own row
         try:
             self.attempt = retrying(
-                lambda: services.reply_claim(message_id=self.message_id, model=self.target.model),
+                lambda: services.reply_claim(
+                    message_id=self.message_id, model=self.target.model, attempt=attempt
+                ),
                 what="claiming a reply",
             )
         except DatabaseUnavailable:
@@ -232,18 +235,28 @@ class ReplyRun:
         return "failed"
 
     def _append(self, text: str) -> bool:
-        """Write ``text`` (and whatever an earlier failed write left); False once the
-        row is no longer ours (cancelled, taken over). A reply that would pass
-        ``GPT_MAX_REPLY_CHARS`` is cut there and the stream stopped."""
-        text = self.unwritten + services.clean_model_text(text)
+        """Write ``text``; False once the row is no longer ours (cancelled, taken over).
+
+        A reply that would pass ``GPT_MAX_REPLY_CHARS`` is cut there and the
+        stream stopped. An earlier append whose outcome is unknown (its write
+        raised) is sent again first, exactly as it was: its version guard makes
+        it land once, whether or not it had landed.
+        """
+        if self.unwritten:
+            if not self._write(self.unwritten):
+                return False
+        text = services.clean_model_text(text)
         room = settings.GPT_MAX_REPLY_CHARS - self.length
         if len(text) > room:
             text = text[: max(room, 0)]
             self.stop("length_limit")
+        return self._write(text)
+
+    def _write(self, text: str) -> bool:
         if not text:
             return True
         assert self.attempt is not None  # noqa: S101
-        self.unwritten = text
+        self.unwritten = text  # until the write is known to have landed
         appended = appends.append(
             services.ReplyAppend(
                 message_id=self.message_id, attempt=self.attempt, version=self.version, text=text

@@ -241,4 +241,4 @@ def test_reply_appends_write_cleans_nul_and_lone_surrogates(
         appends=[services.ReplyAppend(message_id, attempt, 2, "a\x00b\ud800c")]
     )
     assert result == [services.Appended(version=3, offset=0)]
-    assert stored(message_id).body == "abc"
+    assert stored(message_id).body == "ab\ufffdc"

@@ -176,3 +176,36 @@ def test_run_under_the_caps_sends_max_tokens_and_ends_done(
     assert streaming.ReplyRun(reply.pk).run() == "done"
     assert model.stats()["last_request"]["max_tokens"] == 8
     assert (row(reply).body, row(reply).error) == (TEXT, "")
+
+
+def test_run_sends_an_append_of_unknown_outcome_again_exactly_once(
+    model: ModelServer,
+    token_room: Room,
+    alice: User,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+) -> None:
+    # given a write that commits but whose result is lost, and a database that then
+    # stays away for all of GPT_DB_RETRY_FOR before it comes back
+    settings.GPT_DB_RETRY_FOR = 0.2
+    model.control(tokens_per_second=40)
+    real = services.reply_appends_write
+    calls: list[int] = []
+
+    def lost_then_away(*, appends: list[services.ReplyAppend]) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            real(appends=appends)
+            raise OperationalError("server closed the connection unexpectedly")
+        if 3 <= len(calls) <= 5:
+            raise OperationalError("connection refused")
+        return real(appends=appends)
+
+    monkeypatch.setattr(appends_module.services, "reply_appends_write", lost_then_away)
+    reply = ask(token_room, alice)
+    assert streaming.ReplyRun(reply.pk).run() == "failed"
+    # then the reply holds the start of the text, the lost write's text once
+    failed = row(reply)
+    assert failed.body.startswith("one two") and TEXT.startswith(failed.body)
+    assert failed.body.count("two") == 1
+    assert "could not be reached" in failed.error
