@@ -21,7 +21,7 @@ from django.db import connection
 
 from chatsite.celery import app as celery_app
 from messages_app import services
-from messages_app.models import Message, Room, Status, User
+from messages_app.models import OPEN_STATUSES, Message, Room, Status, User
 from tests import live
 from tests.live import ModelServer
 from tests.worker.live_worker import plain_worker, plain_worker_env, wait_for_log, wait_for_rows
@@ -56,7 +56,9 @@ async def ask(room: Room, user: User, body: str = "@gpt go") -> int:
 
 
 async def finished(reply_id: int, limit: float = 60) -> Message:
-    [row] = await wait_for_rows([reply_id], lambda row: not row.is_open, limit=limit)
+    [row] = await wait_for_rows(
+        [reply_id], lambda row: row.status not in OPEN_STATUSES, limit=limit
+    )
     return row
 
 
@@ -217,7 +219,7 @@ async def test_watchdog_fails_no_reply_that_waits_for_a_busy_thread_or_a_quiet_m
         assert sorted(row.status for row in rows) == ["pending"] * 3 + ["streaming"] * 2
         # and once the model goes on, all five end done
         model_server.control(hold_after=-1, release=True)
-        rows = await wait_for_rows(ids, lambda row: not row.is_open)
+        rows = await wait_for_rows(ids, lambda row: row.status not in OPEN_STATUSES)
         assert {(row.status, row.body) for row in rows} == {(Status.DONE, TEXT)}
 
 

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from messages_app.models import Message
 from tests import live
+from tests.rows import stored
 
 
 def plain_worker_env(model_url: str, **extra: str) -> dict[str, str]:
@@ -41,7 +42,9 @@ async def wait_for_rows(ids: list[int], predicate: Any, limit: float = 120) -> l
     """Poll the database until every row of ``ids`` satisfies ``predicate``."""
 
     def rows() -> list[Message]:
-        return list(Message.objects.filter(pk__in=ids).order_by("pk"))
+        # as a reader sees them: a streaming reply's chunks are part of its body
+        present = Message.objects.filter(pk__in=ids).order_by("pk").values_list("pk", flat=True)
+        return [stored(pk) for pk in present]
 
     async with asyncio.timeout(limit):
         while True:
