@@ -5,15 +5,17 @@ Frames, error codes and close codes come from ``messages_app.protocol``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from messages_app import fanout, protocol, services
+from messages_app import fanout, limits, protocol, services
 from messages_app.models import Room
 from messages_app.protocol import ClientError
 from messages_app.selectors import room_snapshot
@@ -50,6 +52,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     room: Room
     member: fanout.Member
+    lease: limits.SocketLease
+    lease_renewal: asyncio.Task[None]
 
     async def connect(self) -> None:
         """Called when a browser opens the socket: authenticate, join, then snapshot."""
@@ -63,6 +67,19 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=protocol.CLOSE_ROOM_NOT_FOUND)
             return
         self.room = room
+        # The user's sockets across every web process are counted in Redis; the
+        # one over the limit is accepted and then closed, so the page gets the
+        # close code (a refused handshake shows the browser a bare failure).
+        lease = limits.SocketLease(user.pk)
+        try:
+            await sync_to_async(lease.acquire, thread_sensitive=False)()
+        except ClientError as error:
+            await self.accept()
+            await self.send(text_data=protocol.error_frame_for(error))
+            await self.close(code=protocol.CLOSE_TOO_MANY_SOCKETS)
+            return
+        self.lease = lease
+        self.lease_renewal = asyncio.create_task(self._renew_lease())
         # Join *before* reading the snapshot (the subscription is confirmed when
         # join returns): a change committed in between is held for this socket and
         # written after the snapshot, never lost; what the snapshot already holds
@@ -78,6 +95,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
         """Called when the socket closes, for any reason."""
         if hasattr(self, "member"):
             await fanout.hub().leave(self.room.pk, self.member)
+        if hasattr(self, "lease"):
+            self.lease_renewal.cancel()
+            await sync_to_async(self.lease.release, thread_sensitive=False)()
+
+    async def _renew_lease(self) -> None:
+        """Keep this socket's lease alive while it is open (it expires otherwise)."""
+        while True:
+            await asyncio.sleep(self.lease.renew_every())
+            await sync_to_async(self.lease.renew, thread_sensitive=False)()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the browser."""
@@ -86,6 +112,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 text_data, max_length=protocol.max_frame_length(settings.CHAT_MAX_BODY_LENGTH)
             )
             if isinstance(frame, protocol.Post):
+                # Counted before anything is stored: a refused post stores nothing.
+                await sync_to_async(limits.post_allow, thread_sensitive=False)(
+                    user=self.scope["user"]
+                )
                 await database_sync_to_async(services.message_post)(
                     room=self.room,
                     author=self.scope["user"],
