@@ -23,7 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from messages_app import events
+from messages_app import events, limits
 from messages_app.models import OPEN_STATUSES, Message, Role, Room, Status, User
 from messages_app.protocol import ClientError
 from messages_app.selectors import message_get, message_payload
@@ -228,6 +228,8 @@ def _check_reply_limits(author: User) -> None:
             "rate_limited",
             f"At most {minute_limit} @gpt requests a minute; try again in a moment.",
         )
+    # The daily token budget (GPT_DAILY_TOKENS_PER_USER), from the usage replies recorded.
+    limits.gpt_budget_check(user=author)
 
 
 # --- the reply's life: claim, append, finish, fail, cancel, retry ----------------
