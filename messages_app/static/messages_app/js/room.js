@@ -32,6 +32,7 @@
 
   const CLOSE_UNAUTHENTICATED = 4401;
   const CLOSE_ROOM_NOT_FOUND = 4404;
+  const CLOSE_TOO_MANY_SOCKETS = 4429;
   const CANCEL_ERRORS = new Set(["invalid_id", "not_found", "not_streaming"]);
   const OPEN = new Set(["pending", "streaming"]);
   const STATE_LABELS = {
@@ -294,9 +295,27 @@
     return false; // painted, and scrolled, in the next animation frame
   }
 
+  // rate_limited: the detail says how long to wait; retry_after (seconds) says it
+  // to the page. Before the snapshot it refuses the socket itself (too many open),
+  // which the server then closes with 4429: wait that long before reconnecting.
+  let limitedWaitMs = 0;
+
+  function withWait(frame, fallback) {
+    const detail = frame.detail || fallback;
+    if (frame.code !== "rate_limited" || !frame.retry_after || /try again/i.test(detail)) {
+      return detail;
+    }
+    return `${detail} Try again in ${Math.ceil(frame.retry_after)} s.`;
+  }
+
   function onError(frame) {
+    if (frame.code === "rate_limited" && !synced) {
+      limitedWaitMs = (frame.retry_after || 30) * 1000;
+      showNotice(withWait(frame, "Too many connections are open."));
+      return;
+    }
     if (outbox && outbox.sent && !CANCEL_ERRORS.has(frame.code)) {
-      postFailed(frame.detail || "The message was not sent.");
+      postFailed(withWait(frame, "The message was not sent."));
       return;
     }
     for (const entry of rows.values()) {
@@ -305,7 +324,7 @@
         paint(entry);
       }
     }
-    if (frame.code !== "not_streaming") showNotice(frame.detail || "Something went wrong.");
+    if (frame.code !== "not_streaming") showNotice(withWait(frame, "Something went wrong."));
   }
 
   function onFrame(data) {
@@ -413,6 +432,10 @@
       roomGone();
       return;
     }
+    if (event.code === CLOSE_TOO_MANY_SOCKETS) {
+      tooManySockets();
+      return;
+    }
     scheduleReconnect();
     if (!opened) checkAccess();
   }
@@ -446,6 +469,15 @@
     setConnection("offline", "This room no longer exists");
     input.disabled = true;
     sendButton.disabled = true;
+  }
+
+  function tooManySockets() {
+    // Not a failure to back off from quickly: another tab must close first.
+    const wait = limitedWaitMs || 30000;
+    limitedWaitMs = 0;
+    setConnection("offline", "Too many open tabs: close one");
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(connect, wait * (0.9 + Math.random() * 0.2));
   }
 
   function scheduleReconnect() {
