@@ -86,19 +86,27 @@ def _retry_after(item: RateLimitItem, *identifiers: str) -> float:
 def _check(items: list[tuple[RateLimitItem, str]], identifier: str, *, consume: bool) -> None:
     """Refuse when any of ``items`` is used up; else consume one of each if asked.
 
-    ``items`` are (limit, sentence for the refusal). Tested first, then hit, so a
-    refused action consumes nothing of the limits it did pass.
+    ``items`` are (limit, sentence for the refusal). All are tested first, so a
+    refused action consumes nothing of the limits it did pass. Then each is hit;
+    a hit is atomic in Redis and refuses when full, so two actions racing for the
+    last place cannot both pass (the loser may have used a place of an earlier
+    limit: only in that race).
     """
+
+    def refuse(item: RateLimitItem, sentence: str) -> ClientError:
+        wait = _retry_after(item, identifier)
+        return ClientError(
+            "rate_limited", f"{sentence} Try again in {wait_text(wait)}.", retry_after=wait
+        )
+
     try:
         for item, sentence in items:
             if not limiter().test(item, identifier):
-                wait = _retry_after(item, identifier)
-                raise ClientError(
-                    "rate_limited", f"{sentence} Try again in {wait_text(wait)}.", retry_after=wait
-                )
+                raise refuse(item, sentence)
         if consume:
-            for item, _ in items:
-                limiter().hit(item, identifier)
+            for item, sentence in items:
+                if not limiter().hit(item, identifier):
+                    raise refuse(item, sentence)
     except redis.RedisError:
         logger.warning("limits: Redis unreachable, %s let through", identifier, exc_info=True)
 

@@ -14,6 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Max, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
@@ -115,7 +116,7 @@ def login_locked_out(
         f"Logging in is blocked for now: try again in {limits.wait_text(wait)}."
     )
     form = LockedOutForm(request, username=username, detail=detail)
-    if request.path.startswith(f"/{admin.site.name}/"):
+    if request.path == reverse("admin:login"):
         context = {**admin.site.each_context(request), "form": form, "title": "Log in"}
         context["next"] = _safe_next(request)
         response = render(request, "admin/login.html", context, status=429)

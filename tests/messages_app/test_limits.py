@@ -233,3 +233,22 @@ def test_socket_lease_renew_pushes_the_expiry_forward(settings: Any) -> None:
 def test_limits_keys_carry_the_deployment_prefix(settings: Any) -> None:
     assert chat_limits.sockets_key(7) == f"{settings.CHAT_REDIS_PREFIX}:limits:sockets:7"
     assert chat_limits.key_prefix() == f"{settings.CHAT_REDIS_PREFIX}:limits"
+
+
+# --- Redis away ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_limits_let_the_action_through_and_log_when_redis_is_unreachable(
+    alice: User, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    settings.CHAT_POST_BURST = 1
+    for _ in range(3):
+        chat_limits.post_allow(user=alice)
+    chat_limits.room_create_check(user=alice)
+    lease = chat_limits.SocketLease(alice.pk)
+    lease.acquire()
+    lease.renew()
+    lease.release()
+    assert "Redis unreachable" in caplog.text
