@@ -6,6 +6,13 @@ as the proxies we trust wrote it: it is read from the right (each proxy appends
 the address it saw), trusted hops are skipped, and the first untrusted hop is
 the client. Anything to its left was written by the client and is ignored, so
 a client cannot pick the address it is throttled under.
+
+Where the proxies' addresses are not known in advance (containers),
+``CHAT_TRUSTED_PROXY_COUNT`` = N says instead that every request passes through
+exactly N proxies of ours, each appending the address it saw: the client is the
+N-th address from the right. (docker-compose.yml: 1, its nginx.) Fewer entries
+than N means the request skipped a proxy; all of them were then written by ours,
+and the left-most is the client.
 """
 
 from __future__ import annotations
@@ -46,12 +53,20 @@ def _trusted(address: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
     return any(address.version == net.version and address in net for net in networks)
 
 
-def client_ip_from(remote_addr: str, forwarded_for: str, trusted: tuple[str, ...]) -> str | None:
+def client_ip_from(
+    remote_addr: str, forwarded_for: str, trusted: tuple[str, ...], proxy_count: int = 0
+) -> str | None:
     """The client's address from the peer's address and ``X-Forwarded-For`` (pure).
 
     None without a usable peer address (a request made in-process, as by tests).
     """
     peer = _address(remote_addr)
+    if proxy_count:
+        hops = [hop for hop in forwarded_for.split(",") if hop.strip()]
+        if hops:
+            client = _address(hops[-proxy_count] if len(hops) >= proxy_count else hops[0])
+            if client is not None:
+                return str(client)
     if peer is None:
         return None
     networks = _networks(trusted)
@@ -77,6 +92,7 @@ def client_ip(request: HttpRequest | None) -> str | None:
         request.META.get("REMOTE_ADDR", ""),
         request.META.get("HTTP_X_FORWARDED_FOR", ""),
         tuple(settings.CHAT_TRUSTED_PROXIES),
+        settings.CHAT_TRUSTED_PROXY_COUNT,
     )
 
 

@@ -215,6 +215,15 @@ CACHES = {
 # (addresses or CIDR networks); then X-Forwarded-For's right-most untrusted hop
 # (chatsite/client_ip.py). docker-compose's nginx is such a proxy.
 CHAT_TRUSTED_PROXIES = env_networks("CHAT_TRUSTED_PROXIES", [])
+# Or, where the proxies' addresses are not known in advance (containers): every
+# request passes through exactly this many proxies of ours, and the client is
+# X-Forwarded-For's N-th address from the right (docker-compose.yml: 1, nginx).
+CHAT_TRUSTED_PROXY_COUNT = env_int("CHAT_TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+if CHAT_TRUSTED_PROXIES and CHAT_TRUSTED_PROXY_COUNT:
+    raise ImproperlyConfigured(
+        "Set CHAT_TRUSTED_PROXIES or CHAT_TRUSTED_PROXY_COUNT, not both: they are two ways "
+        "of saying which X-Forwarded-For address is the client's."
+    )
 # Logins (the login page and the admin's): after this many failures in a row
 # from one address, or for one username, both are refused for the lockout time,
 # even with the right password. A success resets the count.

@@ -5,7 +5,9 @@ It serves ``POST /v1/chat/completions`` (SSE when ``stream`` is true, ending wit
 ``stream_options.include_usage`` is set) and ``GET /v1/models``, with nothing
 but the standard library.
 
-What it says and how is controlled at start (flags) or at run time with
+What it says and how is controlled at start (flags) or, when started with
+``--control`` (tests and benchmarks only: anyone who reaches the port could
+steer the model and read what was said to it), at run time with
 ``POST /_control`` (a JSON object merged into the behaviour; ``{"reset": true}``
 restores the start-up one); ``GET /_control`` returns the behaviour and counters.
 
@@ -28,7 +30,7 @@ Every chunk carries ``x_emitted_at`` (Unix time, seconds) for latency measuremen
 (``key``), when the request arrived, and each content token with the time it was
 emitted, so a benchmark can tell when the last token of any text it receives left
 the model (all processes of one machine share the clock); ``?clear=1`` empties
-the log afterwards.
+the log afterwards. Without ``--control`` both answer 404.
 
 Run: ``python -m worker.demo_llm --port 8001``.
 """
@@ -107,7 +109,8 @@ def demo_reply(messages: list[dict[str, Any]]) -> str:
 
 
 class ModelServer:
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, *, control: bool = False) -> None:
+        self.control_enabled = control
         self.initial = behaviour
         self.behaviour = replace(behaviour)
         self.stats = Stats()
@@ -147,6 +150,10 @@ class ModelServer:
     ) -> bool:
         path, _, query = path.partition("?")
         path = path.rstrip("/")
+        if path in ("/_emissions", "/_control") and not self.control_enabled:
+            return await _send_json(
+                writer, 404, {"error": {"message": f"{path} is off (start with --control)"}}
+            )
         if path == "/_emissions" and method == "GET":
             streams = list(self.emissions)
             if "clear=1" in query.split("&"):
@@ -409,8 +416,8 @@ async def _send_json(writer: asyncio.StreamWriter, status: int, payload: dict[st
     return True
 
 
-async def serve(host: str, port: int, behaviour: Behaviour) -> None:
-    server_state = ModelServer(behaviour)
+async def serve(host: str, port: int, behaviour: Behaviour, *, control: bool = False) -> None:
+    server_state = ModelServer(behaviour, control=control)
     server = await asyncio.start_server(server_state.handle, host, port)
     sockets = ", ".join(str(s.getsockname()) for s in server.sockets)
     logger.info("demo model server on %s (OpenAI-compatible, /v1/chat/completions)", sockets)
@@ -426,6 +433,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text", default="", help="the reply (default: a demo reply)")
     parser.add_argument("--tokens-per-second", type=float, default=20.0)
     parser.add_argument("--first-token-delay", type=float, default=0.2)
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="serve /_control and /_emissions (tests and benchmarks only)",
+    )
     args = parser.parse_args(argv)
     if args.tokens_per_second < 0 or args.first_token_delay < 0:
         parser.error("rates and delays must not be negative")
@@ -438,7 +450,7 @@ def main(argv: list[str] | None = None) -> None:
         first_token_delay=args.first_token_delay,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, behaviour))
+        asyncio.run(serve(args.host, args.port, behaviour, control=args.control))
 
 
 if __name__ == "__main__":

@@ -56,3 +56,24 @@ def test_env_networks_accepts_addresses_and_networks_normalised() -> None:
 def test_env_networks_refuses_a_bad_entry_naming_the_variable(raw: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=f"CHAT_TRUSTED_PROXIES: '{raw}'"):
         env_networks("CHAT_TRUSTED_PROXIES", [], environ={"CHAT_TRUSTED_PROXIES": raw})
+
+
+@pytest.mark.parametrize(
+    "forwarded,count,expected",
+    [
+        # One proxy (compose's nginx) appends what it saw: the last entry.
+        ("203.0.113.7", 1, "203.0.113.7"),
+        ("1.2.3.4, 203.0.113.7", 1, "203.0.113.7"),  # the client's own claim is skipped
+        # Behind a TLS proxy too: the second from the right.
+        ("1.2.3.4, 203.0.113.7, 10.0.0.9", 2, "203.0.113.7"),
+        # Fewer entries than proxies (one was skipped): all are ours, the left-most.
+        ("203.0.113.7", 2, "203.0.113.7"),
+        # No header or garbage where the client should be: the peer.
+        ("", 1, "10.0.0.2"),
+        ("1.2.3.4, garbage", 1, "10.0.0.2"),
+    ],
+)
+def test_client_ip_from_with_a_proxy_count_takes_the_nth_address_from_the_right(
+    forwarded: str, count: int, expected: str
+) -> None:
+    assert client_ip_from("10.0.0.2", forwarded, (), count) == expected

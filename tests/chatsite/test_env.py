@@ -138,6 +138,7 @@ def test_settings_start_with_defaults() -> None:
         ("CHAT_SOCKET_LEASE_SECONDS", "1", "CHAT_SOCKET_LEASE_SECONDS=1 is below the minimum"),
         ("GPT_DAILY_TOKENS_PER_USER", "-5", "GPT_DAILY_TOKENS_PER_USER=-5 is below the minimum"),
         ("CHAT_TRUSTED_PROXIES", "10.0.0.0/8,proxy", "CHAT_TRUSTED_PROXIES: 'proxy' is not"),
+        ("CHAT_TRUSTED_PROXY_COUNT", "11", "CHAT_TRUSTED_PROXY_COUNT=11 is above the maximum"),
     ],
 )
 def test_settings_refuse_a_bad_limit_at_start_naming_it(
@@ -146,3 +147,9 @@ def test_settings_refuse_a_bad_limit_at_start_naming_it(
     result = _settings_import(**{name: value})
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_settings_refuse_both_ways_of_naming_the_proxies() -> None:
+    result = _settings_import(CHAT_TRUSTED_PROXIES="10.0.0.0/8", CHAT_TRUSTED_PROXY_COUNT="1")
+    assert result.returncode != 0
+    assert "Set CHAT_TRUSTED_PROXIES or CHAT_TRUSTED_PROXY_COUNT, not both" in result.stderr

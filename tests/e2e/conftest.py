@@ -1,9 +1,10 @@
 """Headless Chromium (Playwright) against the real stack: daphne, Celery, Redis, Postgres.
 
 Playwright cannot download its browsers here: it drives Debian's ``chromium``
-(CONVENTIONS.md, pitfalls). Every room page is served under a strict
-Content-Security-Policy that forbids inline script (added here, in the browser,
-when the app sends none), and a page that breaks it, or throws, fails its test.
+(the machines this runs on reach no network but the package registries). Every
+room page is served under a strict Content-Security-Policy that forbids inline
+script (added here, in the browser, when the app sends none), and a page that
+breaks it, or throws, fails its test.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     # Playwright's sync API runs an event loop in this thread, so Django's ORM
-    # refuses sync calls from tests and fixtures unless told it is safe
-    # (CONVENTIONS.md). Only for this module; the served app never gets it.
+    # refuses sync calls from tests and fixtures unless told it is safe.
+    # Only for this module; the served app never gets it.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         with sync_playwright() as instance:
