@@ -76,7 +76,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         form.is_valid()  # shows what was typed, bound
         form.add_error(
             None,
-            f"Too many accounts were created from your address in the last hour "
+            f"Too many accounts were created from your address this hour "
             f"(at most {usage['limit']}). Try again in {limits.wait_text(wait)}.",
         )
         context = {"form": form, "next": next_url}

@@ -252,3 +252,14 @@ def test_limits_let_the_action_through_and_log_when_redis_is_unreachable(
     lease.renew()
     lease.release()
     assert "Redis unreachable" in caplog.text
+
+
+@pytest.mark.django_db
+def test_room_created_counts_past_the_limit_without_refusing(alice: User, settings: Any) -> None:
+    # Two creations that both passed the check: the room of the second exists, so
+    # counting it must not fail; the next check refuses.
+    settings.CHAT_ROOMS_PER_HOUR = 1
+    chat_limits.room_create_check(user=alice)
+    chat_limits.room_created(user=alice)
+    chat_limits.room_created(user=alice)
+    refusal(lambda: chat_limits.room_create_check(user=alice))
