@@ -263,3 +263,15 @@ def test_room_created_counts_past_the_limit_without_refusing(alice: User, settin
     chat_limits.room_created(user=alice)
     chat_limits.room_created(user=alice)
     refusal(lambda: chat_limits.room_create_check(user=alice))
+
+
+@pytest.mark.django_db
+def test_gpt_per_minute_refusal_says_when_a_place_frees(
+    room: Room, alice: User, settings: Any
+) -> None:
+    settings.GPT_MAX_REPLIES_PER_MINUTE = 2
+    finished_reply(room, alice, 10, hours_ago=50 / 3600)  # frees its place in 10 s
+    finished_reply(room, alice, 10, hours_ago=20 / 3600)
+    error = refusal(lambda: services.message_post(room=room, author=alice, body="@gpt third"))
+    assert "At most 2 @gpt requests a minute; try again in" in error.detail
+    assert 5 < error.retry_after <= 10  # type: ignore[operator]
