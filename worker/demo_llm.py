@@ -24,6 +24,16 @@ Behaviour keys:
 - ``malformed_after``: send a chunk that is not JSON after that many tokens.
 - ``hold_after``: after that many tokens, wait for ``{"release": true}`` (a test
   uses it to act at a known point mid-stream); then stream the rest.
+- ``model_name``: the ``model`` every chunk names (default: the requested one);
+  tests send odd ones (too long, NUL, lone surrogates).
+- ``usage``: figures that replace those of the usage chunk (negative, huge, text).
+- ``error_message``: the message of the ``error`` event of ``error_after``.
+- ``max_tokens`` of the request is honoured: the stream stops there with
+  ``finish_reason: "length"``, as OpenAI's does.
+
+Text (``text``, ``model_name``, ``error_message``) may hold what UTF-8 cannot
+(lone surrogates): such a chunk is sent with JSON's ``\\u`` escapes, as a server
+that relays broken text would.
 
 Every chunk carries ``x_emitted_at`` (Unix time, seconds) for latency measurement.
 ``GET /_emissions`` returns, for the most recent streams, the last user message
@@ -70,6 +80,9 @@ class Behaviour:
     error_after: int = -1
     malformed_after: int = -1
     hold_after: int = -1
+    model_name: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    error_message: str = "demo stream error"
 
 
 @dataclass
@@ -236,7 +249,11 @@ class ModelServer:
             )
         text = b.text or demo_reply(messages)
         tokens = tokenize(text)
-        model = request.get("model") or DEMO_MODEL
+        max_tokens = request.get("max_tokens")
+        cut = isinstance(max_tokens, int) and 0 < max_tokens < len(tokens)
+        if cut:
+            tokens = tokens[:max_tokens]
+        model = b.model_name or request.get("model") or DEMO_MODEL
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
@@ -244,6 +261,7 @@ class ModelServer:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(tokens),
             "total_tokens": prompt_tokens + len(tokens),
+            **b.usage,
         }
         if not request.get("stream"):
             return await _send_json(
@@ -287,6 +305,7 @@ class ModelServer:
                 created,
                 usage if include_usage else None,
                 log,
+                "length" if cut else "stop",
             )
         )
         # The client closing its end (a cancel) shows as EOF on the reader.
@@ -315,6 +334,7 @@ class ModelServer:
         created: int,
         usage: dict[str, int] | None,
         log: dict[str, Any],
+        finish_reason: str = "stop",
     ) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -330,7 +350,7 @@ class ModelServer:
         def chunk(
             delta: dict[str, Any], finish: str | None = None, emitted_at: float | None = None
         ) -> str:
-            return json.dumps(
+            return _json(
                 {
                     "id": completion_id,
                     "object": "chat.completion.chunk",
@@ -338,8 +358,7 @@ class ModelServer:
                     "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                     "x_emitted_at": time.time() if emitted_at is None else emitted_at,
-                },
-                ensure_ascii=False,
+                }
             )
 
         interval = 1.0 / b.tokens_per_second if b.tokens_per_second > 0 else 0.0
@@ -359,7 +378,7 @@ class ModelServer:
                 await asyncio.sleep(3600)
             if index == b.error_after:
                 await event(
-                    json.dumps({"error": {"message": "demo stream error", "type": "server_error"}})
+                    json.dumps({"error": {"message": b.error_message, "type": "server_error"}})
                 )
                 break
             if index == b.malformed_after:
@@ -374,17 +393,27 @@ class ModelServer:
             log["emitted_at"].append(emitted_at)
             await event(chunk({"content": token}, emitted_at=emitted_at))
         else:
-            await event(chunk({}, "stop"))
+            await event(chunk({}, finish_reason))
             if usage is not None:
                 payload = json.loads(chunk({}))
                 payload["choices"] = []
                 payload["usage"] = usage
-                await event(json.dumps(payload))
+                await event(_json(payload))
         await event("[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         self.stats.streams_completed += 1
         return True
+
+
+def _json(payload: dict[str, Any]) -> str:
+    """JSON as UTF-8 text where it can be, with ``\\u`` escapes where it cannot."""
+    text = json.dumps(payload, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(payload)
+    return text
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] | None:

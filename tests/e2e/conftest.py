@@ -1,16 +1,14 @@
 """Headless Chromium (Playwright) against the real stack: daphne, Celery, Redis, Postgres.
 
 Playwright cannot download its browsers here: it drives Debian's ``chromium``
-(the machines this runs on reach no network but the package registries). Every
-room page is served under a strict Content-Security-Policy that forbids inline
-script (added here, in the browser, when the app sends none), and a page that
-breaks it, or throws, fails its test.
+(the machines this runs on reach no network but the package registries).
+Every room page is served under a strict Content-Security-Policy that forbids
+inline script (added here, in the browser, when the app sends none), and a page
+that breaks it, or throws, fails its test.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,17 +29,8 @@ from playwright.sync_api import (
 
 from messages_app.models import User
 from tests.conftest import Stack, session_cookie
+from tests.e2e.render_page import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 # Generous: a slow machine must never fail a test, only make it slower.
 TIMEOUT_MS = 30_000
 CSP = (
