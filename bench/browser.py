@@ -36,6 +36,7 @@ from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
 
+from bench import plots
 from bench.replies import long_reply
 from tests.e2e.render_page import CHROMIUM, CHROMIUM_ARGS, SCRIPTS
 from worker.demo_llm import tokenize
@@ -238,26 +239,23 @@ def markdown(figures: dict[str, Any]) -> str:
 
 
 def plot(figures: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lengths = [int(c) for c in figures["lengths"]]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for mode, style in zip(MODES, ("k:", "r-o", "g-o"), strict=True):
-        ends = [figures["lengths"][c][mode]["end_ms"] for c in figures["lengths"]]
-        ax.plot(lengths, ends, style, label=f"{mode}: one delta at the end of the reply")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xticks(lengths, [f"{c:,}" for c in lengths])
-    ax.set_xlabel("reply length (characters)")
-    ax.set_ylabel("main-thread ms per delta")
-    ax.set_title("Browser cost of a delta against reply length (headless Chromium)")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    lengths = list(figures["lengths"])
+    series = [
+        (
+            f"{mode}: one delta at the end of the reply",
+            style,
+            [figures["lengths"][c][mode]["end_ms"] for c in lengths],
+        )
+        for mode, style in zip(MODES, ("k:", "r-o", "g-o"), strict=True)
+    ]
+    plots.against_length(
+        path,
+        [int(c) for c in lengths],
+        series,
+        xlabel="reply length (characters)",
+        ylabel="main-thread ms per delta",
+        title="Browser cost of a delta against reply length (headless Chromium)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

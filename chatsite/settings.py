@@ -353,6 +353,10 @@ GPT_QUEUE_TIMEOUT = env_float("GPT_QUEUE_TIMEOUT", 900.0, minimum=1.0)
 # and characters stored (a reply cut by either ends failed, saying which limit).
 GPT_MAX_REPLY_TOKENS = env_int("GPT_MAX_REPLY_TOKENS", 4000, minimum=1, maximum=128000)
 GPT_MAX_REPLY_CHARS = env_int("GPT_MAX_REPLY_CHARS", 16000, minimum=100, maximum=1000000)
+# A streaming reply's text goes into chunk rows, folded into its body every this
+# many characters and when it ends (messages_app/models.py, ReplyChunk): the
+# body is rewritten once per fold instead of once per write.
+GPT_FOLD_CHARS = env_int("GPT_FOLD_CHARS", 4096, minimum=64, maximum=1000000)
 # Seconds a streaming run retries a write that meets a transient database error
 # (connection lost, Postgres restarting) before it gives the reply up as failed;
 # the model's stream goes on meanwhile and its text is kept (worker/dbretry.py).
@@ -368,6 +372,9 @@ GPT_CONTEXT_CHARS = env_int("GPT_CONTEXT_CHARS", 24000, minimum=500)
 
 # --- Chat -------------------------------------------------------------------
 CHAT_SNAPSHOT_SIZE = env_int("CHAT_SNAPSHOT_SIZE", 50, minimum=1, maximum=1000)
+# A room's export (Markdown or JSON) streams its messages this many at a time, so
+# a large room never sits in a web process's memory whole (messages_app/export.py).
+CHAT_EXPORT_PAGE_SIZE = env_int("CHAT_EXPORT_PAGE_SIZE", 500, minimum=1, maximum=10000)
 CHAT_MAX_BODY_LENGTH = env_int("CHAT_MAX_BODY_LENGTH", 4000, minimum=1, maximum=100000)
 
 LOGGING = {

@@ -17,12 +17,11 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
-from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.text import slugify
 
 from messages_app import events, limits
-from messages_app.models import OPEN_STATUSES, Message, Role, Room, Status, User
+from messages_app.models import OPEN_STATUSES, Message, ReplyChunk, Role, Room, Status, User
 from messages_app.protocol import ClientError
 from messages_app.selectors import message_get, message_payload
 
@@ -267,25 +266,57 @@ def reply_claim(*, message_id: int, model: str) -> uuid.UUID | None:
     return attempt
 
 
-# One append: the row moves from the version the writer holds to the next one, so a
-# statement sent twice (a retry after its result was lost) finds no row the second time.
-_APPEND_SQL = f"""
-    UPDATE {Message._meta.db_table}
-       SET body = body || %s, version = version + 1, updated_at = now()
-     WHERE id = %s AND attempt = %s AND status = 'streaming' {{guard}}
- RETURNING version, char_length(body), room_id
-"""  # noqa: S608 - the table name is ours, every value is a parameter
+_MESSAGES = Message._meta.db_table
+_CHUNKS = ReplyChunk._meta.db_table
 
-
-# The appends of many replies (one each) in one statement: one round trip, one commit.
+# The appends of many replies (at most one each) in one statement: one round trip,
+# one commit. Each row moves from the version its writer holds to the next, so a
+# statement sent twice (a retry after its result was lost) finds no row the second
+# time and writes nothing twice. The text goes into a chunk row of its own: the
+# message row changes only in small columns (its body, TOASTed once long, is not
+# rewritten), so a write costs the same at any length of the reply. updated_at
+# is left alone: it is indexed (a changed indexed column would rule out Postgres's
+# in-page HOT update); a streaming run's liveness is its heartbeat.
 _APPEND_MANY_SQL = f"""
-    UPDATE {Message._meta.db_table} AS m
-       SET body = m.body || a.text, version = m.version + 1, updated_at = now()
-      FROM (VALUES {{values}}) AS a (id, attempt, version, text)
-     WHERE m.id = a.id AND m.attempt = a.attempt AND m.version = a.version
-       AND m.status = 'streaming'
- RETURNING m.id, m.version, char_length(m.body), m.room_id
-"""  # noqa: S608 - the table name is ours, every value is a parameter
+WITH a (id, attempt, version, text) AS (VALUES {{values}}),
+m AS (
+    UPDATE {_MESSAGES} AS m
+       SET version = m.version + 1,
+           text_length = m.text_length + char_length(a.text),
+           unfolded_length = m.unfolded_length + char_length(a.text)
+      FROM a
+     WHERE m.id = a.id AND m.attempt = a.attempt AND m.status = 'streaming'
+       AND m.version = COALESCE(a.version, m.version)
+ RETURNING m.id, m.version, m.text_length, m.room_id, m.unfolded_length, a.text
+), c AS (
+    INSERT INTO {_CHUNKS} (message_id, version, "offset", text)
+    SELECT id, version, text_length - char_length(text), text FROM m
+)
+SELECT id, version, text_length, room_id, unfolded_length FROM m
+"""  # noqa: S608 - the table names are ours, every value is a parameter
+
+# Folding: the chunks of each row, in order, appended to its body at once (one
+# rewrite of the body per GPT_FOLD_CHARS characters, not one per write), then
+# deleted. The text a reader sees does not change, so neither does the version.
+# unfolded_length drops by what was folded (not to 0): a chunk committed after
+# this statement began stays, and is still counted.
+_FOLD_SQL = f"""
+WITH c AS (
+    DELETE FROM {_CHUNKS} WHERE message_id = ANY(%s) RETURNING message_id, version, text
+), t AS (
+    SELECT message_id, string_agg(text, '' ORDER BY version) AS text FROM c GROUP BY message_id
+)
+UPDATE {_MESSAGES} AS m
+   SET body = m.body || t.text, unfolded_length = m.unfolded_length - char_length(t.text)
+  FROM t WHERE m.id = t.message_id
+"""  # noqa: S608 - the table names are ours, every value is a parameter
+
+
+def replies_fold(*, message_ids: list[int]) -> None:
+    """Fold the chunks of these replies into their bodies (any status, any number)."""
+    if message_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(_FOLD_SQL, [list(message_ids)])
 
 
 @dataclass(frozen=True)
@@ -319,30 +350,46 @@ def clean_model_text(text: str) -> str:
 def reply_append(
     *, message_id: int, attempt: uuid.UUID, text: str, version: int | None = None
 ) -> Appended | None:
-    """Append ``text`` to a streaming reply in SQL and broadcast the delta.
+    """Append ``text`` to a streaming reply and broadcast the delta.
 
     Returns None when the row is no longer this attempt's to write (cancelled,
     finished, taken over): the caller stops. With ``version`` (what the worker
     always names) the append is written only over that version of the row, so it
     is written at most once however often it is sent; a one-off write (the admin,
-    tests) may leave it out. One UPDATE is atomic on its own: in autocommit the
-    delta is sent right after the statement commits, inside a caller's atomic
-    block when that commits. The streaming runs of a worker write theirs in
-    batches instead (``reply_appends_write``, from ``worker/appends.py``).
+    tests) may leave it out, and is written over the row's current version. One
+    statement, atomic on its own: in autocommit the delta is sent right after it
+    commits, inside a caller's atomic block when that commits. The streaming runs
+    of a worker write theirs in batches instead (``reply_appends_write``, from
+    ``worker/appends.py``).
     """
     text = clean_model_text(text)
     if not text:
         return None if not _is_writable(message_id, attempt) else _current(message_id)
-    guard = "" if version is None else "AND version = %s"
-    params: list[Any] = [text, message_id, attempt] + ([] if version is None else [version])
-    with connection.cursor() as cursor:
-        cursor.execute(_APPEND_SQL.format(guard=guard), params)
-        row = cursor.fetchone()
-    if row is None:
+    written = _append_many([ReplyAppend(message_id, attempt, version, text)])  # type: ignore[arg-type]
+    if message_id not in written:
         return None
-    appended, room_id, event = _written(message_id, text, *row)
+    appended, room_id, event = _written(message_id, text, *written[message_id])
     transaction.on_commit(lambda: events.send_to_room(room_id, event))
     return appended
+
+
+def _append_many(appends: list[ReplyAppend]) -> dict[int, tuple[int, int, int]]:
+    """Write ``appends`` (each with text; a version of None: over the row's current
+    one) in one statement, then fold the rows whose chunks reached GPT_FOLD_CHARS;
+    {message id: (version, length, room id)} written.
+
+    The fold is a statement of its own, atomic alone: if it never runs (the
+    process died), the chunks stay where they are, read with the row, and the
+    next fold or the reply's end takes them."""
+    values = ", ".join(["(%s::bigint, %s::uuid, %s::integer, %s::text)"] * len(appends))
+    params: list[Any] = []
+    for a in appends:
+        params += [a.message_id, a.attempt, a.version, a.text]
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND_MANY_SQL.format(values=values), params)
+        rows = cursor.fetchall()
+    replies_fold(message_ids=[row[0] for row in rows if row[4] >= settings.GPT_FOLD_CHARS])
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
 def reply_appends_write(*, appends: list[ReplyAppend]) -> list[Appended | None]:
@@ -361,20 +408,14 @@ def reply_appends_write(*, appends: list[ReplyAppend]) -> list[Appended | None]:
     to_write = [a for a in appends if a.text]
     written: dict[int, tuple[int, int, int]] = {}
     if to_write:
-        values = ", ".join(["(%s::bigint, %s::uuid, %s::integer, %s::text)"] * len(to_write))
-        params: list[Any] = []
-        for a in to_write:
-            params += [a.message_id, a.attempt, a.version, a.text]
-        with connection.cursor() as cursor:
-            cursor.execute(_APPEND_MANY_SQL.format(values=values), params)
-            written = {row[0]: row[1:] for row in cursor.fetchall()}
+        written = _append_many(to_write)
     missing = [a.message_id for a in appends if a.message_id not in written]
     current = (
         {
             row[0]: row[1:]
-            for row in Message.objects.filter(pk__in=missing)
-            .annotate(length=Length("body"))
-            .values_list("pk", "attempt", "status", "version", "length", "room_id")
+            for row in Message.objects.filter(pk__in=missing).values_list(
+                "pk", "attempt", "status", "version", "text_length", "room_id"
+            )
         }
         if missing
         else {}
@@ -433,8 +474,8 @@ def _is_writable(message_id: int, attempt: uuid.UUID) -> bool:
 
 
 def _current(message_id: int) -> Appended:
-    message = Message.objects.only("version", "body").get(pk=message_id)
-    return Appended(version=message.version, offset=len(message.body))
+    message = Message.objects.only("version", "text_length").get(pk=message_id)
+    return Appended(version=message.version, offset=message.text_length)
 
 
 def _close_reply(
@@ -448,6 +489,8 @@ def _close_reply(
         status=status, version=F("version") + 1, updated_at=now, finished_at=now, **fields
     ):
         return None
+    # An ended reply holds all its text in its body (its chunks: none after this).
+    replies_fold(message_ids=[message_id])
     message = message_get(message_id=message_id)
     _broadcast_row(message)
     return message
@@ -599,6 +642,8 @@ def reply_retry(*, message_id: int) -> Message:
     Message.objects.filter(pk=message.pk).update(
         status=Status.PENDING,
         body="",
+        text_length=0,
+        unfolded_length=0,
         error="",
         attempt=None,
         finished_at=None,
@@ -608,6 +653,7 @@ def reply_retry(*, message_id: int) -> Message:
         version=F("version") + 1,
         updated_at=timezone.now(),
     )
+    ReplyChunk.objects.filter(message_id=message.pk).delete()  # none: closed rows are folded
     message = message_get(message_id=message.pk)
     _broadcast_row(message)
     _enqueue_reply(message.pk)

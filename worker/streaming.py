@@ -48,7 +48,7 @@ def build_context(reply: Message) -> list[dict[str, Any]]:
     return messages
 
 
-def _give_back_connection(idle: bool) -> None:
+def _give_back_connection() -> None:
     """While a streaming run waits for the model, it needs no database connection:
     its appends are written by the process's append thread (``worker.appends``).
     With the pool, this thread's connection goes back to it, so a
@@ -91,7 +91,6 @@ class ReplyRun:
         # The row's version as this run last wrote it: every append names it.
         self.version = 0
         self.length = 0  # characters in the row
-        self.writes = 0
         # Text the model sent that is not in the row yet because its write failed.
         self.unwritten = ""
         # Why the stream was closed early: "cancelled", "time_limit" or "length_limit".
@@ -135,7 +134,7 @@ class ReplyRun:
             logger.exception("reply %s could not start", self.message_id)
             unavailable = isinstance(error, DatabaseUnavailable)
             return self._fail(None, self._database_gone() if unavailable else INTERNAL_ERROR)
-        self.version, self.length = reply.version, len(reply.body)
+        self.version, self.length = reply.version, reply.text_length
         unregister = cancel.listener.register(self.message_id, lambda: self.stop("cancelled"))
         timer = threading.Timer(settings.GPT_REPLY_TIME_LIMIT, self.stop, args=("time_limit",))
         timer.daemon = True
@@ -244,7 +243,6 @@ class ReplyRun:
         if not text:
             return True
         assert self.attempt is not None  # noqa: S101
-        self.writes += 1
         self.unwritten = text
         appended = appends.append(
             services.ReplyAppend(

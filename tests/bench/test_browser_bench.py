@@ -3,16 +3,14 @@ refuses bad arguments. Its figures are reported, never asserted here."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench import browser
+from tests import live
 
 pytestmark = [pytest.mark.e2e]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_browser_bench_measures_every_mode_and_checks_the_final_dom(tmp_path: Path) -> None:
@@ -44,13 +42,6 @@ def test_browser_bench_measures_every_mode_and_checks_the_final_dom(tmp_path: Pa
     ],
 )
 def test_browser_bench_refuses_bad_arguments(args: list[str], message: str) -> None:
-    result = subprocess.run(  # noqa: S603 - our own module
-        [sys.executable, "-m", "bench.browser", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = live.run_module("bench.browser", *args)
     assert result.returncode == 2
     assert message in result.stderr

@@ -149,7 +149,32 @@ def test_settings_refuse_a_bad_limit_at_start_naming_it(
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("10", "GPT_FOLD_CHARS"),
+        ("2000000", "GPT_FOLD_CHARS"),
+        ("lots", "GPT_FOLD_CHARS"),
+    ],
+)
+def test_settings_refuse_a_fold_size_out_of_range(value: str, message: str) -> None:
+    result = _settings_import(GPT_FOLD_CHARS=value)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
 def test_settings_refuse_both_ways_of_naming_the_proxies() -> None:
     result = _settings_import(CHAT_TRUSTED_PROXIES="10.0.0.0/8", CHAT_TRUSTED_PROXY_COUNT="1")
     assert result.returncode != 0
     assert "Set CHAT_TRUSTED_PROXIES or CHAT_TRUSTED_PROXY_COUNT, not both" in result.stderr
+
+
+def test_settings_take_a_fold_size_in_range() -> None:
+    result = python_with_env(
+        "from django.conf import settings; import django; django.setup(); "
+        "print(settings.GPT_FOLD_CHARS)",
+        GPT_FOLD_CHARS="512",
+        DJANGO_SETTINGS_MODULE="chatsite.settings",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "512"

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from messages_app import services
-from messages_app.models import Room, Status, User
+from messages_app.models import OPEN_STATUSES, Room, Status, User
 from tests import live
 from tests.live import ModelServer
 from tests.worker.live_worker import plain_worker, plain_worker_env, wait_for_rows
@@ -53,7 +53,7 @@ async def test_plain_celery_worker_streams_fifty_replies_at_once(
 
         # and once released, every one ends done with the model's whole text
         model_server.control(release=True)
-        rows = await wait_for_rows(ids, lambda row: not row.is_open)
+        rows = await wait_for_rows(ids, lambda row: row.status not in OPEN_STATUSES)
         assert {(row.status, row.body) for row in rows} == {(Status.DONE, TEXT)}
     # and the banner says what ran it: the settings' pool and concurrency
     assert "concurrency: 50 (thread)" in worker.log()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from django.db import OperationalError, connection
 
 from messages_app import events, services
-from messages_app.models import Message, Room, User
+from messages_app.models import Room, User
+from tests.rows import stored
 from worker import appends as appends_module
 from worker.appends import AppendQueue
 from worker.dbretry import DatabaseUnavailable
@@ -38,7 +40,7 @@ def streaming_reply(room: Room, user: User) -> tuple[int, Any]:
 
 
 def version_of(message_id: int) -> int:
-    return Message.objects.get(pk=message_id).version
+    return stored(message_id).version
 
 
 def test_batched_appends_of_concurrent_runs_are_each_committed_and_published_in_order(
@@ -69,11 +71,12 @@ def test_batched_appends_of_concurrent_runs_are_each_committed_and_published_in_
     # then every row holds its text whole, and every write was published once, in order
     expected = "".join(f" t{n}" for n in range(30))
     for message_id, _ in replies:
-        row = Message.objects.get(pk=message_id)
+        row = stored(message_id)
         assert row.body == expected
         appended = results[message_id]
         assert [a.version for a in appended if a] == list(range(3, 33))
-        deltas = [e for _, e in published if e["id"] == message_id]
+        frames = [json.loads(e["frame"]) for _, e in published]
+        deltas = [f for f in frames if f["id"] == message_id]
         assert [d["version"] for d in deltas] == list(range(3, 33))
         assert "".join(d["text"] for d in deltas) == expected
         assert [d["offset"] for d in deltas] == [a.offset for a in appended if a]
@@ -88,8 +91,8 @@ def test_batched_append_to_a_cancelled_reply_returns_none_and_others_go_on(
     assert queue.append(services.ReplyAppend(cancelled[0], cancelled[1], 2, "x")) is None
     appended = queue.append(services.ReplyAppend(live[0], live[1], 2, "y"))
     assert appended is not None and appended.offset == 0
-    assert Message.objects.get(pk=live[0]).body == "y"
-    assert Message.objects.get(pk=cancelled[0]).body == ""
+    assert stored(live[0]).body == "y"
+    assert stored(cancelled[0]).body == ""
 
 
 def test_reply_appends_write_appends_to_several_replies_and_skips_closed_ones(
@@ -112,7 +115,7 @@ def test_reply_appends_write_appends_to_several_replies_and_skips_closed_ones(
     assert published[0][1]["frame"] == (
         f'{{"type":"delta","id":{first[0]},"version":3,"offset":0,"text":"Hé"}}'
     )
-    assert [Message.objects.get(pk=pk).body for pk, _ in (first, second, closed)] == [
+    assert [stored(pk).body for pk, _ in (first, second, closed)] == [
         "Hé",
         "yo",
         "",
@@ -133,7 +136,7 @@ def test_reply_appends_write_sent_twice_writes_each_append_once(
     again = services.reply_appends_write(appends=batch)
     # then nothing is written twice, and the sender learns what the row holds
     assert again == written == [services.Appended(3, 0), services.Appended(3, 0)]
-    assert [Message.objects.get(pk=pk).body for pk in (first[0], second[0])] == ["one", "two"]
+    assert [stored(pk).body for pk in (first[0], second[0])] == ["one", "two"]
     assert [version_of(pk) for pk in (first[0], second[0])] == [3, 3]
 
 
@@ -147,7 +150,7 @@ def test_reply_appends_write_refuses_an_append_over_a_version_it_does_not_name(
     assert services.reply_appends_write(
         appends=[services.ReplyAppend(message_id, attempt, 2, "c")]
     ) == [None]
-    assert Message.objects.get(pk=message_id).body == "ab"
+    assert stored(message_id).body == "ab"
 
 
 def test_append_queue_retries_a_batch_whose_commit_result_was_lost_without_doubling(
@@ -189,7 +192,7 @@ def test_append_queue_retries_a_batch_whose_commit_result_was_lost_without_doubl
     # then the retry wrote nothing twice, and each run was told its append is in
     assert len(calls) >= 2
     for message_id, _ in replies:
-        row = Message.objects.get(pk=message_id)
+        row = stored(message_id)
         assert (row.body, row.version) == (f"text of {message_id}", 3)
         assert outcomes[message_id] == services.Appended(version=3, offset=0)
 
@@ -210,7 +213,7 @@ def test_append_queue_gives_up_after_gpt_db_retry_for_and_writes_nothing(
     monkeypatch.setattr(appends_module.services, "reply_appends_write", unreachable)
     with pytest.raises(DatabaseUnavailable, match="unreachable"):
         AppendQueue().append(services.ReplyAppend(message_id, attempt, 2, "lost"))
-    assert Message.objects.get(pk=message_id).body == ""
+    assert stored(message_id).body == ""
 
 
 def test_reply_appends_write_publishing_failure_keeps_the_text_and_reports_it_written(
@@ -227,7 +230,7 @@ def test_reply_appends_write_publishing_failure_keeps_the_text_and_reports_it_wr
         appends=[services.ReplyAppend(message_id, attempt, 2, "kept")]
     )
     assert result == [services.Appended(version=3, offset=0)]
-    assert Message.objects.get(pk=message_id).body == "kept"
+    assert stored(message_id).body == "kept"
 
 
 def test_reply_appends_write_cleans_nul_and_lone_surrogates(
@@ -238,4 +241,4 @@ def test_reply_appends_write_cleans_nul_and_lone_surrogates(
         appends=[services.ReplyAppend(message_id, attempt, 2, "a\x00b\ud800c")]
     )
     assert result == [services.Appended(version=3, offset=0)]
-    assert Message.objects.get(pk=message_id).body == "abc"
+    assert stored(message_id).body == "abc"

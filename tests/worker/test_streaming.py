@@ -13,6 +13,7 @@ import pytest
 from messages_app import services
 from messages_app.models import Message, Room, Status, User
 from tests.live import ModelServer, free_port
+from tests.rows import stored
 from worker import streaming
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,7 +45,7 @@ def ask(room: Room, user: User, body: str = "@gpt count") -> Message:
 
 
 def row(message: Message) -> Message:
-    return Message.objects.get(pk=message.pk)
+    return stored(message.pk)
 
 
 def run_until_held(
