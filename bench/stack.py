@@ -110,6 +110,8 @@ class BenchStack:
                 "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
                 "GPT_MAX_OPEN_REPLIES_PER_USER": "100000",
                 "GPT_MAX_REPLIES_PER_MINUTE": "100000",
+                # The viewers share up to 50 users, each with many sockets open.
+                "CHAT_MAX_SOCKETS_PER_USER": "10000",
                 "LOG_LEVEL": "WARNING",
                 "PYTHONUNBUFFERED": "1",
             }

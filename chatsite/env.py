@@ -7,6 +7,7 @@ instead of misbehaving later.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -108,6 +109,26 @@ def env_list(
     if value is None or value == "":
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(
+    name: str, default: list[str], *, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """A comma-separated list of IP addresses or CIDR networks, each checked.
+
+    Returned normalised (``10.0.0.0/8``, ``127.0.0.1/32``); a network with host
+    bits set (``10.0.0.1/8``) is refused rather than silently widened.
+    """
+    networks = []
+    for item in env_list(name, default, environ=environ):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=True)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not an IP address or a network such as 10.0.0.0/8 "
+                "(host bits must be zero)."
+            ) from None
+    return networks
 
 
 def check_at_most(name: str, value: float, limit_name: str, limit: float) -> float:

@@ -6,6 +6,7 @@ on 127.0.0.1). ``docker-compose.yml`` and ``.env.example`` set the same names.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -20,6 +21,7 @@ from chatsite.env import (
     env_float,
     env_int,
     env_list,
+    env_networks,
     env_str,
     parse_database_url,
 )
@@ -83,6 +85,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # Failed logins per address and per username (login page and admin): AXES_* below.
+    "axes",
     "messages_app",
 ]
 
@@ -102,6 +106,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -148,6 +154,12 @@ else:
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 AUTH_USER_MODEL = "messages_app.User"
+# django-axes first: it refuses a locked-out address or username before the
+# password is even checked (so a correct password during a lockout fails too).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -212,6 +224,62 @@ CHAT_SOCKET_BUFFER_BYTES = env_int(
 # Under daphne, write frames straight to the sockets (messages_app/realtime/daphne.py);
 # it turns itself off at start-up, with a warning, when daphne's internals changed.
 CHAT_DAPHNE_FAST_PATH = env_bool("CHAT_DAPHNE_FAST_PATH", True)
+
+# Django's cache, on the same Redis: django-ratelimit keeps its signup counters
+# here (so every web process shares them). Keys carry the deployment's prefix.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{CHAT_REDIS_PREFIX}:cache",
+    }
+}
+
+# --- Throttling and limits (docs/architecture.md, "Limits") --------------------
+# The client's address: REMOTE_ADDR, unless the peer is one of these proxies
+# (addresses or CIDR networks); then X-Forwarded-For's right-most untrusted hop
+# (chatsite/client_ip.py). docker-compose's nginx is such a proxy.
+CHAT_TRUSTED_PROXIES = env_networks("CHAT_TRUSTED_PROXIES", [])
+# Or, where the proxies' addresses are not known in advance (containers): every
+# request passes through exactly this many proxies of ours, and the client is
+# X-Forwarded-For's N-th address from the right (docker-compose.yml: 1, nginx).
+CHAT_TRUSTED_PROXY_COUNT = env_int("CHAT_TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+if CHAT_TRUSTED_PROXIES and CHAT_TRUSTED_PROXY_COUNT:
+    raise ImproperlyConfigured(
+        "Set CHAT_TRUSTED_PROXIES or CHAT_TRUSTED_PROXY_COUNT, not both: they are two ways "
+        "of saying which X-Forwarded-For address is the client's."
+    )
+# Logins (the login page and the admin's): after this many failures in a row
+# from one address, or for one username, both are refused for the lockout time,
+# even with the right password. A success resets the count.
+CHAT_LOGIN_FAILURE_LIMIT = env_int("CHAT_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+CHAT_LOGIN_LOCKOUT_SECONDS = env_int(
+    "CHAT_LOGIN_LOCKOUT_SECONDS", 900, minimum=1, maximum=30 * 24 * 3600
+)
+AXES_FAILURE_LIMIT = CHAT_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=CHAT_LOGIN_LOCKOUT_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # each on its own, not the pair
+AXES_RESET_ON_SUCCESS = True
+# Failures are what a lockout needs; a row per successful login would only grow.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_CLIENT_IP_CALLABLE = "chatsite.client_ip.client_ip"
+AXES_LOCKOUT_CALLABLE = "messages_app.views.login_locked_out"
+AXES_HTTP_RESPONSE_CODE = 429
+# Accounts one address may create per hour (django-ratelimit on the cache above).
+CHAT_SIGNUPS_PER_HOUR = env_int("CHAT_SIGNUPS_PER_HOUR", 5, minimum=1, maximum=100000)
+RATELIMIT_USE_CACHE = "default"
+# Per user, on Redis with the `limits` library's moving window (messages_app/limits.py):
+# posts, a burst and a sustained rate (every post counts, @gpt or not) ...
+CHAT_POST_BURST = env_int("CHAT_POST_BURST", 10, minimum=1, maximum=100000)
+CHAT_POST_BURST_SECONDS = env_int("CHAT_POST_BURST_SECONDS", 10, minimum=1, maximum=3600)
+CHAT_POSTS_PER_MINUTE = env_int("CHAT_POSTS_PER_MINUTE", 60, minimum=1, maximum=100000)
+# ... rooms created per hour ...
+CHAT_ROOMS_PER_HOUR = env_int("CHAT_ROOMS_PER_HOUR", 10, minimum=1, maximum=100000)
+# ... and sockets open at once, across every web process: each open socket holds
+# a lease in Redis that it renews every third of this many seconds, so the
+# sockets of a web process that died stop counting after at most this long.
+CHAT_MAX_SOCKETS_PER_USER = env_int("CHAT_MAX_SOCKETS_PER_USER", 20, minimum=1, maximum=10000)
+CHAT_SOCKET_LEASE_SECONDS = env_int("CHAT_SOCKET_LEASE_SECONDS", 60, minimum=3, maximum=3600)
 
 # --- Celery: long, I/O-bound streaming tasks -----------------------------------
 # The worker's pool and concurrency live here, not on command lines: a plain
@@ -300,6 +368,9 @@ GPT_DB_RETRY_FOR = env_float("GPT_DB_RETRY_FOR", 30.0, minimum=0.0)
 # Per user: @gpt replies open at once, and started in any 60 seconds.
 GPT_MAX_OPEN_REPLIES_PER_USER = env_int("GPT_MAX_OPEN_REPLIES_PER_USER", 3, minimum=1)
 GPT_MAX_REPLIES_PER_MINUTE = env_int("GPT_MAX_REPLIES_PER_MINUTE", 10, minimum=1)
+# Per user: tokens (total_tokens the model reported) of the replies asked for in
+# the last 24 hours; a new @gpt request beyond it is refused. 0: no budget.
+GPT_DAILY_TOKENS_PER_USER = env_int("GPT_DAILY_TOKENS_PER_USER", 0, minimum=0)
 GPT_CONTEXT_MESSAGES = env_int("GPT_CONTEXT_MESSAGES", 30, minimum=1, maximum=500)
 GPT_CONTEXT_CHARS = env_int("GPT_CONTEXT_CHARS", 24000, minimum=500)
 

@@ -10,11 +10,12 @@ import logging
 import re
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from messages_app import protocol, services
+from messages_app import limits, protocol, services
 from messages_app.models import Room
 from messages_app.protocol import ClientError
 from messages_app.realtime.hub import hub
@@ -56,6 +57,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     room: Room
     member: Member
+    lease: limits.SocketLease
+    lease_renewal: asyncio.Task[None]
 
     async def connect(self) -> None:
         """Called when a browser opens the socket: authenticate, join, then snapshot."""
@@ -69,6 +72,19 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=protocol.CLOSE_ROOM_NOT_FOUND)
             return
         self.room = room
+        # The user's sockets across every web process are counted in Redis; the
+        # one over the limit is accepted and then closed, so the page gets the
+        # close code (a refused handshake shows the browser a bare failure).
+        lease = limits.SocketLease(user.pk)
+        try:
+            await sync_to_async(lease.acquire, thread_sensitive=False)()
+        except ClientError as error:
+            await self.accept()
+            await self.send(text_data=protocol.error_frame_for(error))
+            await self.close(code=protocol.CLOSE_TOO_MANY_SOCKETS)
+            return
+        self.lease = lease
+        self.lease_renewal = asyncio.create_task(self._renew_lease())
         # Join *before* reading the snapshot (the subscription is confirmed when
         # join returns): a change committed in between is held for this socket and
         # written after the snapshot, never lost; what the snapshot already holds
@@ -89,8 +105,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         except BaseException:
             # Any step that fails (Redis unreachable, the snapshot's query, a client
             # gone meanwhile) leaves nothing in the hub: channels does not call
-            # disconnect() for a connect that raised.
+            # disconnect() for a connect that raised. Nor its socket's lease.
             await hub().leave(self.member)
+            await self._release_lease()
             raise
 
     def _closed_by_hub(self, code: int) -> None:
@@ -103,6 +120,22 @@ class RoomConsumer(AsyncWebsocketConsumer):
         """Called when the socket closes, for any reason."""
         if hasattr(self, "member"):
             await hub().leave(self.member)
+        await self._release_lease()
+
+    async def _release_lease(self) -> None:
+        """Give this socket's place back (once), and stop renewing it."""
+        lease = getattr(self, "lease", None)
+        if lease is None:
+            return
+        del self.lease
+        self.lease_renewal.cancel()
+        await sync_to_async(lease.release, thread_sensitive=False)()
+
+    async def _renew_lease(self) -> None:
+        """Keep this socket's lease alive while it is open (it expires otherwise)."""
+        while True:
+            await asyncio.sleep(self.lease.renew_every())
+            await sync_to_async(self.lease.renew, thread_sensitive=False)()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the browser."""
@@ -111,6 +144,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 text_data, max_length=protocol.max_frame_length(settings.CHAT_MAX_BODY_LENGTH)
             )
             if isinstance(frame, protocol.Post):
+                # Counted before anything is stored: a refused post stores nothing.
+                await sync_to_async(limits.post_allow, thread_sensitive=False)(
+                    user=self.scope["user"]
+                )
                 await database_sync_to_async(services.message_post)(
                     room=self.room,
                     author=self.scope["user"],

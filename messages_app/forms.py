@@ -6,7 +6,10 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+from django.core.exceptions import ValidationError
+from django.forms.utils import ErrorDict
+from django.http import HttpRequest
 
 from messages_app.models import Granularity, Room, User
 from messages_app.services import ClientError
@@ -42,6 +45,23 @@ class SignupForm(UserCreationForm):
 
     def clean_display_name(self) -> str:
         return " ".join(self.cleaned_data.get("display_name", "").split())
+
+
+class LockedOutForm(AuthenticationForm):
+    """The login form as shown during a lockout: the username kept, the reason as its error.
+
+    It is never validated: validating would call ``authenticate`` again, which
+    the lockout refuses before it checks any password.
+    """
+
+    def __init__(self, request: HttpRequest, *, username: str, detail: str) -> None:
+        super().__init__(request, data={"username": username})
+        self.detail = detail
+
+    def full_clean(self) -> None:
+        self._errors = ErrorDict()
+        self.cleaned_data = {}
+        self.add_error(None, ValidationError(self.detail, code="locked_out"))
 
 
 class RoomForm(forms.Form):

@@ -20,7 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from messages_app import events
+from messages_app import events, limits
 from messages_app.models import OPEN_STATUSES, Message, ReplyChunk, Role, Room, Status, User
 from messages_app.protocol import ClientError
 from messages_app.selectors import message_get, message_payload
@@ -220,11 +220,23 @@ def _check_reply_limits(author: User) -> None:
         )
     minute_limit = settings.GPT_MAX_REPLIES_PER_MINUTE
     since = timezone.now() - timedelta(seconds=60)
-    if asked.filter(created_at__gte=since).count() >= minute_limit:
+    recent = list(
+        asked.filter(created_at__gte=since)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+    )
+    if len(recent) >= minute_limit:
+        # Allowed again when enough of them are a minute old to leave one place.
+        frees_at = recent[len(recent) - minute_limit] + timedelta(seconds=60)
+        wait = max(1.0, (frees_at - timezone.now()).total_seconds())
         raise ClientError(
             "rate_limited",
-            f"At most {minute_limit} @gpt requests a minute; try again in a moment.",
+            f"At most {minute_limit} @gpt requests a minute; "
+            f"try again in {limits.wait_text(wait)}.",
+            retry_after=wait,
         )
+    # The daily token budget (GPT_DAILY_TOKENS_PER_USER), from the usage replies recorded.
+    limits.gpt_budget_check(user=author)
 
 
 # --- the reply's life: claim, append, finish, fail, cancel, retry ----------------

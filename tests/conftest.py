@@ -108,6 +108,26 @@ def running_stack(env: dict[str, str], log_dir: Path, name: str = "") -> Iterato
         yield stack
 
 
+def clear_throttles() -> None:
+    """Forget every throttle count of this test run (signups, posts, rooms, sockets).
+
+    Only this run's keys (its prefix): never FLUSHDB, other runs share the Redis.
+    """
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = settings.CHAT_REDIS_PREFIX
+    for pattern in (f"{prefix}:cache*", f"{prefix}:limits*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> Iterator[None]:
+    """Each test starts with no throttle counted: counts live in Redis, not in a transaction."""
+    clear_throttles()
+    yield
+
+
 @pytest.fixture
 def make_user(db: None) -> object:
     def make(username: str | None = None, display_name: str = "") -> User:

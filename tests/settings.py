@@ -9,10 +9,12 @@ import os
 
 os.environ.setdefault("DJANGO_DEBUG", "true")
 from chatsite.settings import *  # noqa: E402,F403
-from chatsite.settings import DATABASES  # noqa: E402
+from chatsite.settings import CACHES, DATABASES  # noqa: E402
 
 TEST_ID = os.environ.get("CHAT_TEST_ID", "chat_test")
 DATABASES["default"]["TEST"] = {"NAME": f"test_{TEST_ID}"}
 CELERY_TASK_DEFAULT_QUEUE = f"{TEST_ID}-tasks"
 CHAT_REDIS_PREFIX = f"{TEST_ID}-events"
+# Throttling counters (django-ratelimit's cache, messages_app.limits) of this run only.
+CACHES["default"]["KEY_PREFIX"] = f"{CHAT_REDIS_PREFIX}:cache"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

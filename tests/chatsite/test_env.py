@@ -125,6 +125,31 @@ def test_settings_start_with_defaults() -> None:
 
 
 @pytest.mark.parametrize(
+    "name,value,message",
+    [
+        ("CHAT_LOGIN_FAILURE_LIMIT", "0", "CHAT_LOGIN_FAILURE_LIMIT=0 is below the minimum of 1"),
+        ("CHAT_LOGIN_LOCKOUT_SECONDS", "soon", "CHAT_LOGIN_LOCKOUT_SECONDS='soon' is not a whole"),
+        ("CHAT_SIGNUPS_PER_HOUR", "0", "CHAT_SIGNUPS_PER_HOUR=0 is below the minimum of 1"),
+        ("CHAT_POST_BURST", "-1", "CHAT_POST_BURST=-1 is below the minimum of 1"),
+        ("CHAT_POST_BURST_SECONDS", "7200", "CHAT_POST_BURST_SECONDS=7200 is above the maximum"),
+        ("CHAT_POSTS_PER_MINUTE", "0", "CHAT_POSTS_PER_MINUTE=0 is below the minimum of 1"),
+        ("CHAT_ROOMS_PER_HOUR", "many", "CHAT_ROOMS_PER_HOUR='many' is not a whole number"),
+        ("CHAT_MAX_SOCKETS_PER_USER", "0", "CHAT_MAX_SOCKETS_PER_USER=0 is below the minimum"),
+        ("CHAT_SOCKET_LEASE_SECONDS", "1", "CHAT_SOCKET_LEASE_SECONDS=1 is below the minimum"),
+        ("GPT_DAILY_TOKENS_PER_USER", "-5", "GPT_DAILY_TOKENS_PER_USER=-5 is below the minimum"),
+        ("CHAT_TRUSTED_PROXIES", "10.0.0.0/8,proxy", "CHAT_TRUSTED_PROXIES: 'proxy' is not"),
+        ("CHAT_TRUSTED_PROXY_COUNT", "11", "CHAT_TRUSTED_PROXY_COUNT=11 is above the maximum"),
+    ],
+)
+def test_settings_refuse_a_bad_limit_at_start_naming_it(
+    name: str, value: str, message: str
+) -> None:
+    result = _settings_import(**{name: value})
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize(
     ("value", "message"),
     [
         ("10", "GPT_FOLD_CHARS"),
@@ -136,6 +161,12 @@ def test_settings_refuse_a_fold_size_out_of_range(value: str, message: str) -> N
     result = _settings_import(GPT_FOLD_CHARS=value)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_settings_refuse_both_ways_of_naming_the_proxies() -> None:
+    result = _settings_import(CHAT_TRUSTED_PROXIES="10.0.0.0/8", CHAT_TRUSTED_PROXY_COUNT="1")
+    assert result.returncode != 0
+    assert "Set CHAT_TRUSTED_PROXIES or CHAT_TRUSTED_PROXY_COUNT, not both" in result.stderr
 
 
 def test_settings_take_a_fold_size_in_range() -> None:

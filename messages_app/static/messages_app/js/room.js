@@ -405,9 +405,27 @@
     return false; // painted, and scrolled, in the next animation frame
   }
 
+  // rate_limited: the detail says how long to wait; retry_after (seconds) says it
+  // to the page. Before the snapshot it refuses the socket itself (too many open),
+  // which the server then closes with 4429: wait that long before reconnecting.
+  let limitedWaitMs = 0;
+
+  function withWait(frame, fallback) {
+    const detail = frame.detail || fallback;
+    if (frame.code !== "rate_limited" || !frame.retry_after || /try again/i.test(detail)) {
+      return detail;
+    }
+    return `${detail} Try again in ${Math.ceil(frame.retry_after)} s.`;
+  }
+
   function onError(frame) {
+    if (frame.code === "rate_limited" && !synced) {
+      limitedWaitMs = (frame.retry_after || 30) * 1000;
+      showNotice(withWait(frame, "Too many connections are open."));
+      return;
+    }
     if (outbox && outbox.sent && !CANCEL_ERRORS.has(frame.code)) {
-      postFailed(frame.detail || "The message was not sent.");
+      postFailed(withWait(frame, "The message was not sent."));
       return;
     }
     for (const entry of rows.values()) {
@@ -421,7 +439,7 @@
       resync("Stop answered not_streaming", frame);
       return;
     }
-    showNotice(frame.detail || "Something went wrong.");
+    showNotice(withWait(frame, "Something went wrong."));
   }
 
   // Rows the last heartbeat found behind: id -> the version the page held then.
@@ -563,6 +581,10 @@
       // (after the usual backoff) brings back everything it missed.
       console.warn("room: the server closed the socket as too slow (4408); resyncing");
     }
+    if (event.code === CLOSE.tooManySockets) {
+      tooManySockets();
+      return;
+    }
     scheduleReconnect();
     if (!opened) checkAccess();
   }
@@ -610,6 +632,15 @@
     setConnection("offline", Frames.closeReason(CLOSE.roomNotFound));
     input.disabled = true;
     sendButton.disabled = true;
+  }
+
+  function tooManySockets() {
+    // Not a failure to back off from quickly: another tab must close first.
+    const wait = limitedWaitMs || 30000;
+    limitedWaitMs = 0;
+    setConnection("offline", `${Frames.closeReason(CLOSE.tooManySockets)}: close one`);
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(connect, wait * (0.9 + Math.random() * 0.2));
   }
 
   function scheduleReconnect() {
