@@ -19,6 +19,7 @@ import pytest
 from django.conf import settings
 from playwright.sync_api import Browser, ConsoleMessage, Page, WebSocketRoute, expect
 
+from messages_app import events, protocol
 from messages_app.models import Message, Room, Status, User
 from tests import live
 from tests.conftest import Stack
@@ -168,3 +169,36 @@ def test_a_page_fed_an_inconsistent_stream_backs_off_and_settles(
     # settled: two more heartbeats (every CHAT_RECONCILE_SECONDS) change nothing
     expect(page.locator("#chat")).to_have_attribute("data-resyncs", str(broken))
     assert len(connections) == broken + 1
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (protocol.CLOSE_FORBIDDEN, "You were removed from this room"),
+        (protocol.CLOSE_UNAUTHENTICATED, "You were signed out"),
+    ],
+)
+def test_a_page_whose_session_with_the_room_ended_says_why_and_stops(
+    browsing: Browsing, alice: User, code: int, reason: str
+) -> None:
+    room = Room.objects.create(name="Ends", slug="ends", created_by=alice)
+    connections: list[str] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        connections.append(ws.url)
+        ws.connect_to_server()
+
+    context = browsing.context(alice)
+    context.route_web_socket(re.compile(r"/ws/rooms/"), route)
+    page = context.new_page()
+    browsing.watch(page)
+    page.goto(f"/rooms/{room.slug}/")
+    expect_live(page)
+    events.user_sockets_close(user_id=alice.pk, code=code, room_id=room.pk)
+    expect(page.locator("#connection")).to_have_text(reason)
+    expect(page.locator("#notice")).to_contain_text(reason)
+    expect(page.locator("#chat")).to_have_attribute("data-ended", str(code))
+    expect(page.locator("#composer-body")).to_be_disabled()
+    # it does not reconnect: a heartbeat's worth of waiting later, still one socket
+    page.wait_for_timeout(1500)
+    assert len(connections) == 1
