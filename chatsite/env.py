@@ -110,6 +110,13 @@ def env_list(
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def check_at_most(name: str, value: float, limit_name: str, limit: float) -> float:
+    """Refuse ``value`` above ``limit``, which another setting decides (both named)."""
+    if value > limit:
+        raise ImproperlyConfigured(f"{name}={value:g} must be at most {limit_name} ({limit:g}).")
+    return value
+
+
 def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any]:
     """Turn ``postgres://user:password@host:port/dbname?opt=v`` into a DATABASES entry."""
     parts = urlsplit(url)

@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chatsite.env import (
     MAKE_A_SECRET_KEY,
+    check_at_most,
     check_production_secret_key,
     check_redis_url,
     env_bool,
@@ -213,21 +214,29 @@ CHAT_SOCKET_BUFFER_BYTES = env_int(
 CHAT_DAPHNE_FAST_PATH = env_bool("CHAT_DAPHNE_FAST_PATH", True)
 
 # --- Celery: long, I/O-bound streaming tasks -----------------------------------
-# The worker runs the threads pool (scripts/run.sh, docker-compose.yml): a reply
-# spends its life waiting on the model's socket, so one process holds many
-# streams. How the settings below fit together:
-# - acks early (acks_late off): a task is acknowledged when it starts. Late acks
-#   would redeliver the task of a worker that died mid-stream, but that task could
-#   only find its row already streaming and exit; the watchdog (beat, below) is
-#   what ends such a row, as failed "interrupted" with its partial text, long
-#   before a visibility timeout would redeliver anything. Late acks also cost a
+# The worker's pool and concurrency live here, not on command lines: a plain
+# `celery -A chatsite worker` (Celery's documented way to start one) otherwise
+# runs the prefork pool with one process per core, which streams only as many
+# replies as there are cores. A reply spends its life waiting on the model's
+# socket, so one process of threads holds many streams (WORKER_CONCURRENCY).
+# How the settings below fit together:
+# - acks early (acks_late off): a task is acknowledged when a thread starts it.
+#   Late acks would redeliver the task of a worker that died mid-stream, but that
+#   task could only find its row already streaming and exit; the watchdog (beat,
+#   below) is what ends such a row, as failed "interrupted" with its partial
+#   text, from its heartbeat. A task lost between its ack and its claim (the
+#   worker killed in that instant) leaves its row pending: the watchdog fails it
+#   after GPT_QUEUE_TIMEOUT with a reason that says so (tests/integration/
+#   test_worker_faults.py kills a worker at that moment). Late acks also cost a
 #   real failure: with a reply in flight, a lost Redis connection makes kombu
 #   restore unacked messages through a closed connection and the worker dies
-#   ("Unrecoverable error: AttributeError ... 'hostname'", seen here in
+#   ("Unrecoverable error: AttributeError ... 'hostname'", seen in
 #   tests/integration/test_failures.py). A task delivered twice all the same is
 #   harmless: the claim lets one attempt write the row.
-# - prefetch 1: a worker reserves no more tasks than it has free threads, so a
-#   queued reply is never stuck behind a busy worker while another one idles.
+# - prefetch multiplier 1: a worker reserves at most WORKER_CONCURRENCY tasks
+#   beyond the ones running (the threads pool counts its threads), so a queued
+#   reply waits behind a busy worker no longer than needed while another idles;
+#   reserved tasks of a worker stopped warmly go back to the queue.
 # - visibility_timeout (Redis transport; it takes effect as a broker transport
 #   option): a reserved but unacknowledged task is handed out again after this
 #   long. It exceeds the longest reply, so no running reply is handed out twice.
@@ -239,6 +248,8 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_QUEUE", "chat")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_POOL = "threads"
+CELERY_WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 50, minimum=1, maximum=1000)
 CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
@@ -257,10 +268,31 @@ GPT_MAX_RETRIES = env_int("GPT_MAX_RETRIES", 3, minimum=0, maximum=10)
 GPT_RETRY_BACKOFF = env_float("GPT_RETRY_BACKOFF", 0.5, minimum=0.0)
 # The longest a reply may stream before it is stopped and marked failed.
 GPT_REPLY_TIME_LIMIT = env_float("GPT_REPLY_TIME_LIMIT", 600.0, minimum=1.0)
-# An open (pending/streaming) reply whose last write is older than this is
-# marked failed ("interrupted") by the watchdog, which runs every interval.
+# The watchdog (beat, every GPT_WATCHDOG_INTERVAL seconds) marks failed
+# ("interrupted") a streaming reply whose heartbeat is older than GPT_STALE_AFTER;
+# the run writes one every GPT_HEARTBEAT_INTERVAL seconds whatever it is doing, so
+# the limit must leave room for a few missed beats. A pending reply is failed only
+# after GPT_QUEUE_TIMEOUT seconds in the queue (no worker started it), never
+# because every thread is busy for a while.
 GPT_STALE_AFTER = env_float("GPT_STALE_AFTER", 120.0, minimum=0.5)
 GPT_WATCHDOG_INTERVAL = env_float("GPT_WATCHDOG_INTERVAL", 30.0, minimum=0.1)
+GPT_HEARTBEAT_INTERVAL = env_float("GPT_HEARTBEAT_INTERVAL", 10.0, minimum=0.05)
+check_at_most(
+    "GPT_HEARTBEAT_INTERVAL", GPT_HEARTBEAT_INTERVAL, "GPT_STALE_AFTER / 2", GPT_STALE_AFTER / 2
+)
+GPT_QUEUE_TIMEOUT = env_float("GPT_QUEUE_TIMEOUT", 900.0, minimum=1.0)
+# The longest reply: tokens the model may write (max_tokens of every request),
+# and characters stored (a reply cut by either ends failed, saying which limit).
+GPT_MAX_REPLY_TOKENS = env_int("GPT_MAX_REPLY_TOKENS", 4000, minimum=1, maximum=128000)
+GPT_MAX_REPLY_CHARS = env_int("GPT_MAX_REPLY_CHARS", 16000, minimum=100, maximum=1000000)
+# A streaming reply's text goes into chunk rows, folded into its body every this
+# many characters and when it ends (messages_app/models.py, ReplyChunk): the
+# body is rewritten once per fold instead of once per write.
+GPT_FOLD_CHARS = env_int("GPT_FOLD_CHARS", 4096, minimum=64, maximum=1000000)
+# Seconds a streaming run retries a write that meets a transient database error
+# (connection lost, Postgres restarting) before it gives the reply up as failed;
+# the model's stream goes on meanwhile and its text is kept (worker/dbretry.py).
+GPT_DB_RETRY_FOR = env_float("GPT_DB_RETRY_FOR", 30.0, minimum=0.0)
 # Per user: @gpt replies open at once, and started in any 60 seconds.
 GPT_MAX_OPEN_REPLIES_PER_USER = env_int("GPT_MAX_OPEN_REPLIES_PER_USER", 3, minimum=1)
 GPT_MAX_REPLIES_PER_MINUTE = env_int("GPT_MAX_REPLIES_PER_MINUTE", 10, minimum=1)
@@ -269,6 +301,9 @@ GPT_CONTEXT_CHARS = env_int("GPT_CONTEXT_CHARS", 24000, minimum=500)
 
 # --- Chat -------------------------------------------------------------------
 CHAT_SNAPSHOT_SIZE = env_int("CHAT_SNAPSHOT_SIZE", 50, minimum=1, maximum=1000)
+# A room's export (Markdown or JSON) streams its messages this many at a time, so
+# a large room never sits in a web process's memory whole (messages_app/export.py).
+CHAT_EXPORT_PAGE_SIZE = env_int("CHAT_EXPORT_PAGE_SIZE", 500, minimum=1, maximum=10000)
 CHAT_MAX_BODY_LENGTH = env_int("CHAT_MAX_BODY_LENGTH", 4000, minimum=1, maximum=100000)
 
 LOGGING = {

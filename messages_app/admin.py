@@ -25,6 +25,7 @@ from django.utils.text import Truncator
 
 from messages_app import services
 from messages_app.models import Message, Room, User
+from messages_app.selectors import message_text, with_text
 from messages_app.services import ClientError
 
 EXCERPT_CHARS = 80
@@ -37,7 +38,7 @@ def _change_link(obj: Any, text: str) -> SafeString:
 
 
 def _message_label(message: Message) -> str:
-    excerpt = Truncator(" ".join(message.body.split())).chars(EXCERPT_CHARS)
+    excerpt = Truncator(" ".join(message_text(message).split())).chars(EXCERPT_CHARS)
     return f"#{message.pk} {message.role} ({message.status}): {excerpt or '(empty)'}"
 
 
@@ -137,9 +138,15 @@ class MessageAdmin(admin.ModelAdmin):
     )
     list_display_links = ("id", "excerpt")
     list_filter = ("room", "role", "status", ("created_at", admin.DateFieldListFilter))
-    search_fields = ("body", "author__username", "author__display_name")
+    # chunks__text: the newest text of a streaming reply, not yet in its body.
+    search_fields = ("body", "chunks__text", "author__username", "author__display_name")
     date_hierarchy = "created_at"
     list_select_related = ("room", "author")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        # A streaming reply's newest text is in its chunks: read them with the row.
+        return with_text(super().get_queryset(request))
+
     list_per_page = 100
     ordering = ("-id",)
     actions = ("cancel_streaming_replies", "retry_failed_replies")
@@ -216,7 +223,7 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="body")
     def excerpt(self, message: Message) -> str:
-        return Truncator(" ".join(message.body.split())).chars(EXCERPT_CHARS) or "(empty)"
+        return Truncator(" ".join(message_text(message).split())).chars(EXCERPT_CHARS) or "(empty)"
 
     @admin.display(description="tokens", ordering="total_tokens")
     def tokens(self, message: Message) -> str:
@@ -238,8 +245,9 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="body")
     def full_body(self, message: Message) -> SafeString:
-        """The whole body as stored: every space and newline kept, HTML escaped."""
-        return format_html('<pre class="message-body">{}</pre>', message.body)
+        """The whole text as stored (a streaming reply's chunks too): every space and
+        newline kept, HTML escaped."""
+        return format_html('<pre class="message-body">{}</pre>', message_text(message))
 
     @admin.display(description="error")
     def error_text(self, message: Message) -> SafeString | str:

@@ -26,28 +26,19 @@ from messages_app import protocol
 logger = logging.getLogger(__name__)
 
 
+# An event is what a service hands to send_to_room: the finished frame, built once
+# (it is all that is published), and its type, for the logs.
+
+
 def message_event(payload: dict[str, Any]) -> dict[str, Any]:
-    """The group event for a row inserted or changed other than by an append."""
-    return {
-        "type": "message.changed",
-        "id": payload["id"],
-        "version": payload["version"],
-        "frame": protocol.message_frame(payload),
-    }
+    """The event for a row inserted or changed other than by an append."""
+    return {"type": "message", "frame": protocol.message_frame(payload)}
 
 
 def delta_event(*, message_id: int, version: int, offset: int, text: str) -> dict[str, Any]:
-    """The group event for ``text`` appended at ``offset`` by write ``version``."""
-    return {
-        "type": "message.delta",
-        "id": message_id,
-        "version": version,
-        "offset": offset,
-        "text": text,
-        "frame": protocol.delta_frame(
-            message_id=message_id, version=version, offset=offset, text=text
-        ),
-    }
+    """The event for ``text`` appended at ``offset`` by write ``version``."""
+    frame = protocol.delta_frame(message_id=message_id, version=version, offset=offset, text=text)
+    return {"type": "delta", "frame": frame}
 
 
 def room_channel(room_id: int) -> str:

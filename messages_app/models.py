@@ -78,7 +78,12 @@ class Message(models.Model):
         related_name="messages",
     )
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
+    # The text. While a reply streams, its newest text is in ReplyChunk rows as
+    # well (``text_length`` counts both); it is folded in here every
+    # GPT_FOLD_CHARS characters and when the reply ends (docs/architecture.md).
     body = models.TextField(blank=True, default="")
+    text_length = models.PositiveIntegerField(default=0, editable=False)
+    unfolded_length = models.PositiveIntegerField(default=0, editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
     version = models.PositiveIntegerField(default=1)
     reply_to = models.ForeignKey(
@@ -94,6 +99,9 @@ class Message(models.Model):
     total_tokens = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Written by the worker running a streaming reply every GPT_HEARTBEAT_INTERVAL;
+    # the watchdog tells a dead run from a quiet one by it (worker/heartbeat.py).
+    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -130,6 +138,34 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.role} in {self.room_id}: {self.body[:40]}"
 
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN_STATUSES
+    def save(self, *args: object, **kwargs: object) -> None:
+        # Rows written whole (a post, the admin, tests) hold all their text in
+        # the body; only streaming appends (services, in SQL) add chunks.
+        if not self.unfolded_length:
+            self.text_length = len(self.body)
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class ReplyChunk(models.Model):
+    """Text appended to a streaming reply and not yet folded into its body.
+
+    Appending to ``Message.body`` would rewrite the whole value each time (a body
+    over about 2 KB lives in TOAST, rewritten in full on every change), so the
+    cost of a write would grow with the reply. A chunk row costs the same at any
+    length. ``version`` is the write of the row that added it, ``offset`` where
+    its text starts (in characters).
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="chunks")
+    version = models.PositiveIntegerField()
+    offset = models.PositiveIntegerField()
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["message", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "version"], name="chunk_unique_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"chunk {self.version} of #{self.message_id} at {self.offset}"

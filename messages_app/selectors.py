@@ -5,14 +5,47 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Max, Q, QuerySet
+from django.contrib.postgres.aggregates import StringAgg
+from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from messages_app.models import Message, Role, Room, Status
+from messages_app.models import Message, ReplyChunk, Role, Room, Status
 
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def with_text(messages: QuerySet[Message]) -> QuerySet[Message]:
+    """``messages`` with the text of their unfolded chunks (``unfolded_text``), read in
+    the same statement as the row, so that body, chunks and version agree."""
+    chunks = (
+        ReplyChunk.objects.filter(message=OuterRef("pk"))
+        .order_by()
+        .values("message")
+        .annotate(text=StringAgg("text", delimiter="", order_by="version"))
+        .values("text")
+    )
+    return messages.annotate(unfolded_text=Subquery(chunks))
+
+
+def message_text(message: Message) -> str:
+    """All the text of a message: its body and, while it streams, its chunks.
+
+    Rows read through ``with_text`` carry their chunks; any other row with
+    chunks reads them now (a second statement: fine for one row shown alone, as
+    in the admin, not for a snapshot).
+    """
+    if not message.unfolded_length:
+        return message.body
+    unfolded = getattr(message, "unfolded_text", None)
+    if unfolded is None:
+        unfolded = "".join(
+            ReplyChunk.objects.filter(message=message)
+            .order_by("version")
+            .values_list("text", flat=True)
+        )
+    return message.body + unfolded
 
 
 def message_payload(message: Message) -> dict[str, Any]:
@@ -26,7 +59,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         "room": message.room.slug,
         "author": author.get_display_name() if author is not None else None,
         "role": message.role,
-        "body": message.body,
+        "body": message_text(message),
         "status": message.status,
         "version": message.version,
         "reply_to": message.reply_to_id,
@@ -45,14 +78,16 @@ def message_payload(message: Message) -> dict[str, Any]:
 
 
 def message_get(*, message_id: int) -> Message:
-    return Message.objects.select_related("room", "author").get(pk=message_id)
+    return with_text(Message.objects.select_related("room", "author")).get(pk=message_id)
 
 
 def room_message_list(*, room: Room, limit: int | None = None) -> list[Message]:
     """The newest ``limit`` messages of the room, oldest first."""
     limit = limit or settings.CHAT_SNAPSHOT_SIZE
     newest = list(
-        Message.objects.filter(room=room).select_related("room", "author").order_by("-id")[:limit]
+        with_text(Message.objects.filter(room=room).select_related("room", "author")).order_by(
+            "-id"
+        )[:limit]
     )
     newest.reverse()
     return newest

@@ -1,5 +1,5 @@
 from django.contrib.auth import views as auth_views
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, path, re_path
 
 from messages_app import views
 
@@ -8,6 +8,11 @@ from messages_app import views
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", views.home, name="home"),
     path("rooms/<slug:slug>/", views.room, name="room"),
+    re_path(
+        r"^rooms/(?P<slug>[-a-zA-Z0-9_]+)/export\.(?P<fmt>md|json)$",
+        views.room_export,
+        name="room_export",
+    ),
     path("accounts/signup/", views.signup, name="signup"),
     path(
         "accounts/login/",

@@ -6,12 +6,13 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import REDIRECT_FIELD_NAME, login
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import aget_object_or_404, get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
-from messages_app import services
+from messages_app import export, services
 from messages_app.forms import PostForm, RoomForm, SignupForm
 from messages_app.models import Room, User
 from messages_app.selectors import room_list, room_snapshot
@@ -87,6 +88,27 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
     status = 400 if form.errors else 200
     context = {"room": room, "rows": rows, "form": form}
     return render(request, "messages_app/room.html", context, status=status)
+
+
+EXPORT_FORMATS = {
+    "md": ("text/markdown; charset=utf-8", export.as_markdown),
+    "json": ("application/json; charset=utf-8", export.as_json),
+}
+
+
+@login_required
+@require_http_methods(["GET"])
+async def room_export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
+    """The room's messages as a download (Markdown or JSON), streamed as it is read."""
+    room = await aget_object_or_404(Room, slug=slug)
+    content_type, render_export = EXPORT_FORMATS[fmt]
+    response = StreamingHttpResponse(
+        (part.encode() async for part in render_export(room)), content_type=content_type
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="{room.slug}-{stamp}.{fmt}"'
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _user(request: HttpRequest) -> User:

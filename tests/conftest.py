@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,10 +86,18 @@ def stack(
         model_url=model_server_process.url,
         extra={"CELERY_TASK_QUEUE": queue},
     )
+    with running_stack(env, log_dir) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def running_stack(env: dict[str, str], log_dir: Path, name: str = "") -> Iterator[Stack]:
+    """daphne and a Celery worker with ``env``, started, and stopped after."""
     port = live.free_port()
+    suffix = f"-{name}" if name else ""
     stack = Stack(
-        web=live.daphne(env, log_dir, port),
-        worker=live.celery_worker(env, log_dir),
+        web=live.daphne(env, log_dir, port, name=f"web{suffix}"),
+        worker=live.celery_worker(env, log_dir, name=f"worker{suffix}"),
         env=env,
         port=port,
         log_dir=log_dir,

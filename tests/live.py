@@ -38,6 +38,18 @@ def python_with_env(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def run_module(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m module args...`` from the project's root, its output captured."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [PYTHON, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -100,12 +112,13 @@ class Process:
 class ModelServer:
     """The project's OpenAI-compatible test server, as a process."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, control: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = Process(
             "model-server",
-            [PYTHON, "-m", "worker.demo_llm", "--port", str(self.port)],
+            [PYTHON, "-m", "worker.demo_llm", "--port", str(self.port)]
+            + (["--control"] if control else []),
             dict(os.environ),
             log_dir,
         )

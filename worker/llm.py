@@ -33,7 +33,6 @@ class Endpoint:
     base_url: str | None
     api_key: str
     model: str
-    demo: bool
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,9 @@ class Piece:
     """One streamed chunk: text to show, and/or the final usage and model name."""
 
     text: str = ""
-    usage: dict[str, int] | None = None
-    model: str = ""
+    usage: dict[str, Any] | None = None
+    model: Any = ""  # as the model sent it: the services clean it before it is stored
+    finish_reason: str = ""
 
 
 def endpoint() -> Endpoint:
@@ -56,9 +56,8 @@ def endpoint() -> Endpoint:
             base_url=settings.OPENAI_BASE_URL or None,
             api_key=settings.OPENAI_API_KEY or "not-needed",
             model=settings.OPENAI_MODEL,
-            demo=False,
         )
-    return Endpoint(base_url=settings.GPT_DEMO_BASE_URL, api_key="demo", model="demo", demo=True)
+    return Endpoint(base_url=settings.GPT_DEMO_BASE_URL, api_key="demo", model="demo")
 
 
 @functools.cache
@@ -130,13 +129,17 @@ def _piece(chunk: Any) -> Piece:
     usage = chunk.get("usage")
     choices = chunk.get("choices") or []
     text = ""
+    finish_reason = ""
     if choices:
         delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
         text = (delta or {}).get("content") or ""
+        reason = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
+        finish_reason = reason if isinstance(reason, str) else ""
     if not isinstance(text, str):
         raise ValueError("a stream chunk's content must be text")
     return Piece(
         text=text,
+        finish_reason=finish_reason,
         usage={
             "prompt_tokens": usage.get("prompt_tokens"),
             "completion_tokens": usage.get("completion_tokens"),
@@ -186,19 +189,16 @@ class ChatStream:
         except OSError:
             pass  # already closed
 
-    def batches(
-        self, on_wait: Callable[[bool], None] | None = None, idle: float = 0.1
-    ) -> Iterator[list[Piece]]:
+    def batches(self, on_wait: Callable[[], None] | None = None) -> Iterator[list[Piece]]:
         """The pieces, each batch being all that arrived while the caller handled the last.
 
         A reader thread iterates the stream; the caller gets everything it has
         read so far at once. When the caller keeps up, every batch is one piece;
         when it falls behind (a hundred streams in one process, a slow write),
         the pieces that queued up come as one batch, to be written at once,
-        instead of the delay growing with every piece. ``on_wait(False)`` is
-        called before waiting for the next piece, and ``on_wait(True)`` once that
-        wait has lasted ``idle`` seconds (the caller may give back its database
-        connection then). Errors of the stream are raised here, after the pieces
+        instead of the delay growing with every piece. ``on_wait()`` is called
+        each time before the caller would wait for the next piece (it may give
+        back its database connection then). Errors of the stream are raised here, after the pieces
         that came before them.
         """
         pieces: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -219,14 +219,8 @@ class ChatStream:
             while True:
                 batch: list[Piece] = []
                 if pieces.empty() and on_wait is not None:
-                    on_wait(False)
-                    try:
-                        item = pieces.get(timeout=idle)
-                    except queue.Empty:
-                        on_wait(True)
-                        item = pieces.get()
-                else:
-                    item = pieces.get()
+                    on_wait()
+                item = pieces.get()
                 while True:
                     if item is end or isinstance(item, BaseException):
                         finished = True
@@ -264,6 +258,9 @@ class ChatStream:
                         "messages": self.messages,
                         "stream": True,
                         "stream_options": {"include_usage": True},
+                        # The bound of every reply (GPT_MAX_REPLY_TOKENS); a reply
+                        # that reaches it ends with finish_reason "length".
+                        "max_tokens": settings.GPT_MAX_REPLY_TOKENS,
                     },
                     cast_to=object,
                     stream=True,
@@ -293,7 +290,7 @@ class ChatStream:
                 if self.closed:
                     return
                 piece = _piece(chunk)
-                if piece.text or piece.usage:
+                if piece.text or piece.usage or piece.finish_reason:
                     yield piece
         except (openai.OpenAIError, httpx.HTTPError, ValueError) as error:
             if self.closed:

@@ -122,3 +122,28 @@ def test_settings_refuse_a_bad_granularity_at_start() -> None:
 
 def test_settings_start_with_defaults() -> None:
     assert _settings_import().returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("10", "GPT_FOLD_CHARS"),
+        ("2000000", "GPT_FOLD_CHARS"),
+        ("lots", "GPT_FOLD_CHARS"),
+    ],
+)
+def test_settings_refuse_a_fold_size_out_of_range(value: str, message: str) -> None:
+    result = _settings_import(GPT_FOLD_CHARS=value)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_settings_take_a_fold_size_in_range() -> None:
+    result = python_with_env(
+        "from django.conf import settings; import django; django.setup(); "
+        "print(settings.GPT_FOLD_CHARS)",
+        GPT_FOLD_CHARS="512",
+        DJANGO_SETTINGS_MODULE="chatsite.settings",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "512"

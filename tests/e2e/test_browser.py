@@ -23,6 +23,7 @@ from messages_app.models import Message, Role, Room, Status, User
 from tests.conftest import Stack
 from tests.e2e.conftest import PHONE, Browsing, expect_live, wait_until
 from tests.live import ModelServer
+from tests.rows import stored
 from worker.chunker import Chunker
 from worker.demo_llm import tokenize
 
@@ -80,7 +81,8 @@ def body(article: Locator) -> Locator:
 
 
 def row_of(article: Locator) -> Message:
-    return Message.objects.get(pk=int(article.get_attribute("data-message-id") or 0))
+    """The article's row as the database holds it (a streaming reply's chunks too)."""
+    return stored(int(article.get_attribute("data-message-id") or 0))
 
 
 # Records every text a reply's body shows, to prove it never showed anything but

@@ -253,7 +253,9 @@ def test_reply_append_with_a_stale_attempt_touches_nothing(
     assert Message.objects.get(pk=reply.pk).body == ""
 
 
-def test_reply_append_is_one_sql_update(room: Room, alice: User, outbox: Outbox) -> None:
+def test_reply_append_is_one_statement_that_leaves_the_body_alone(
+    room: Room, alice: User, outbox: Outbox
+) -> None:
     from django.test.utils import CaptureQueriesContext
 
     reply = _pending_reply(room, alice)
@@ -261,8 +263,10 @@ def test_reply_append_is_one_sql_update(room: Room, alice: User, outbox: Outbox)
     assert attempt is not None
     with CaptureQueriesContext(connection) as queries:
         services.reply_append(message_id=reply.pk, attempt=attempt, text="x")
-    assert len(queries) == 1
-    assert "body = body ||" in queries[0]["sql"]
+    (query,) = queries
+    # the text goes into a chunk row; the message row's body is not rewritten
+    assert "INSERT INTO messages_app_replychunk" in query["sql"]
+    assert "body" not in query["sql"].split("SET", 1)[1].split("FROM", 1)[0]
 
 
 def test_reply_fail_keeps_partial_text_and_reason(

@@ -15,7 +15,7 @@ class FakeStream(llm.ChatStream):
     """Pieces from a list, each released when the test says so."""
 
     def __init__(self, texts: list[str], fail: Exception | None = None) -> None:
-        super().__init__([], llm.Endpoint(None, "k", "m", demo=False))
+        super().__init__([], llm.Endpoint(None, "k", "m"))
         self.texts = texts
         self.fail = fail
         self.release = threading.Semaphore(0)
@@ -36,25 +36,28 @@ class FakeStream(llm.ChatStream):
 
 def test_batches_are_single_pieces_when_the_caller_keeps_up() -> None:
     stream = FakeStream(["a", "b", "c"])
-    waits: list[bool] = []
     seen: list[list[str]] = []
     stream.release.release()
-    for batch in stream.batches(on_wait=lambda idle: waits.append(idle)):
+    for batch in stream.batches():
         seen.append([piece.text for piece in batch])
         if len(seen) < 3:
             stream.release.release()
     assert seen == [["a"], ["b"], ["c"]]
-    assert waits and not any(waits)  # asked before each wait, never idle that long
 
 
-def test_a_long_wait_is_reported_as_idle() -> None:
-    stream = FakeStream(["a"])
-    waits: list[bool] = []
-    batches = stream.batches(on_wait=lambda idle: waits.append(idle), idle=0.05)
-    threading.Timer(0.3, stream.release.release).start()
+def test_on_wait_is_called_once_before_each_wait_for_a_piece() -> None:
+    stream = FakeStream(["a", "b"])
+    waits: list[float] = []
+    batches = stream.batches(on_wait=lambda: waits.append(time.monotonic()))
+    threading.Timer(0.2, stream.release.release).start()
     assert [p.text for p in next(batches)] == ["a"]
-    assert waits == [False, True]
-    assert list(batches) == []
+    assert len(waits) == 1  # nothing had arrived: it was told once, then waited
+    stream.release.release()
+    time.sleep(0.1)  # "b" arrives while the caller handles "a": no wait, no call
+    assert [p.text for p in next(batches)] == ["b"]
+    assert len(waits) == 1
+    assert list(batches) == []  # the end had arrived too: no wait, no call
+    assert len(waits) == 1
 
 
 def test_pieces_that_arrive_during_a_slow_write_come_together() -> None:

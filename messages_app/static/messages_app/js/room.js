@@ -280,8 +280,12 @@
     parts.stop.textContent = entry.stopping ? "Stopping…" : "Stop";
   }
 
-  function upsert(row) {
+  // A new row is painted at once (it must be placed); a known one, like a delta's,
+  // in the next animation frame with whatever else changed it meanwhile (soon), or
+  // at once (a snapshot, which replaces what the page shows).
+  function upsert(row, { soon = false, stick = false } = {}) {
     let entry = rows.get(row.id);
+    const known = Boolean(entry);
     if (!entry) {
       entry = build();
       rows.set(row.id, entry);
@@ -291,7 +295,12 @@
     entry.row = { ...row };
     entry.length = codePoints(row.body);
     if (!OPEN.has(row.status)) entry.stopping = false;
-    paint(entry);
+    if (known && soon) {
+      paintSoon(entry, stick);
+    } else {
+      dirty.delete(entry); // painted now, with the latest text
+      paint(entry);
+    }
     return entry;
   }
 
@@ -342,13 +351,14 @@
     updateEmpty();
   }
 
-  function applyMessage(message) {
+  function applyMessage(message, stick) {
     const entry = rows.get(message.id);
     if (entry && message.version <= entry.row.version) return false;
-    const updated = upsert(message);
+    const updated = upsert(message, { soon: true, stick });
     updateEmpty();
     if (outbox && message.client_id && message.client_id === outbox.clientId) postSucceeded();
-    return isLast(updated);
+    // A known row is painted, and scrolled, in the next animation frame.
+    return !entry && isLast(updated);
   }
 
   // Deltas arrive faster than a screen refreshes (one per token, for several rows):
@@ -462,7 +472,7 @@
         grew = true;
         break;
       case "message":
-        grew = applyMessage(frame.message);
+        grew = applyMessage(frame.message, stick);
         break;
       case "delta":
         grew = applyDelta(frame, stick);
