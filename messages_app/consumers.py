@@ -90,7 +90,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # written after the snapshot, never lost; what the snapshot already holds
         # (by version) is not written again.
         self.member = Member(
-            writer_for(self.scope.get(SERVER_SEND) or self.base_send),
+            writer_for(
+                self.scope.get(SERVER_SEND) or self.base_send, settings.CHAT_SOCKET_BUFFER_BYTES
+            ),
             room_id=room.pk,
             user_id=user.pk,
             on_close=self._closed_by_hub,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -200,6 +201,26 @@ def _prepared(frame: Frame, factory: Any) -> Any:
     if prepared is None:
         prepared = frame.cache["autobahn"] = factory.prepareMessage(frame.payload)
     return prepared
+
+
+def cap_kernel_buffer(send: Callable[..., Any], limit: int) -> None:
+    """Cap the kernel's send buffer of a daphne socket at ``limit`` bytes.
+
+    Linux grows a TCP send buffer up to ``net.ipv4.tcp_wmem``'s maximum (4 MiB
+    here; a client that does not read makes it grow): without a cap, what the
+    kernel holds for a slow socket would dwarf ``CHAT_SOCKET_BUFFER_BYTES``. With
+    it, a socket costs at most about three times the limit (the kernel doubles the
+    value for its bookkeeping) before it is closed as too slow. Uses Twisted's
+    public ``getHandle()``.
+    """
+    protocol = protocol_of(send)
+    transport = getattr(protocol, "transport", None)
+    if transport is None or not hasattr(transport, "getHandle"):
+        return
+    try:
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
+    except (OSError, AttributeError):
+        logger.debug("could not cap a socket's kernel send buffer", exc_info=True)
 
 
 def fast_writer(send: Callable[..., Any]) -> DaphneWriter | None:

@@ -86,8 +86,12 @@ class AsgiWriter:
             self._outbox_bytes = sum(len(frame.payload) for frame in self._outbox)
 
 
-def writer_for(send: Send) -> Writer:
-    """The fastest writer this server allows for a socket (daphne.py, else ASGI)."""
+def writer_for(send: Send, limit: int) -> Writer:
+    """The fastest writer this server allows for a socket (daphne.py, else ASGI).
+
+    Under daphne the kernel's send buffer of the socket is capped at ``limit`` too.
+    """
+    daphne.cap_kernel_buffer(send, limit)
     return daphne.fast_writer(send) or AsgiWriter(send, daphne.queue_probe(send))
 
 

@@ -184,3 +184,70 @@ class Proxy:
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+
+
+class CuttableProxy:
+    """A threaded TCP proxy to Redis for other processes (a worker) that can be cut:
+    ``cut()`` closes its connections and refuses new ones until ``restore()``."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.is_cut = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.is_cut.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: object, dst: object) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):  # type: ignore[attr-defined]
+                dst.sendall(data)  # type: ignore[attr-defined]
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.close()  # type: ignore[attr-defined]
+
+    def cut(self) -> None:
+        import socket
+
+        self.is_cut.set()
+        with self.lock:
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+            self.sockets = []
+
+    def restore(self) -> None:
+        self.is_cut.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        self.listener.close()
