@@ -4,9 +4,12 @@ Message rows are read-only here: the admin never saves, adds or deletes one.
 The two actions change rows only through ``messages_app.services``, which
 broadcast every change, so open browsers update live (docs/architecture.md).
 
-Deleting a user or a room is turned off as well: it would change or remove
-message rows (``author`` set to NULL, cascade) behind the services' back, with
-no broadcast to the sockets watching. Deactivate a user instead.
+A message is deleted by the "Delete messages" action, through
+``services.message_delete`` (a tombstone, broadcast like any change). A room is
+deleted through ``services.room_delete``: a cascade of its messages and
+memberships. Deleting a user stays turned off: it would change message rows
+(``author`` set to NULL) behind the services' back; deactivate the user, and
+delete their messages with the action if they must go.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from messages_app import services
-from messages_app.models import Message, Room, User
+from messages_app import permissions, services
+from messages_app.models import Membership, Message, Room, User
 from messages_app.services import ClientError
 
 EXCERPT_CHARS = 80
@@ -66,10 +69,36 @@ class UserAdmin(BaseUserAdmin):
         return False  # see the module docstring: deactivate instead
 
 
+class MembershipInline(admin.TabularInline):
+    """Who belongs to the room, read-only: members change through the room page."""
+
+    model = Membership
+    extra = 0
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("user", "role", "created_at")
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "granularity", "created_by", "created_at", "messages_link")
-    list_filter = ("granularity", ("created_at", admin.DateFieldListFilter))
+    list_display = (
+        "name",
+        "slug",
+        "visibility",
+        "granularity",
+        "created_by",
+        "created_at",
+        "messages_link",
+    )
+    list_filter = ("visibility", "granularity", ("created_at", admin.DateFieldListFilter))
+    exclude = ("invite_token", "invite_expires_at")
+    inlines = (MembershipInline,)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("created_at", "messages_link")
@@ -90,9 +119,21 @@ class RoomAdmin(admin.ModelAdmin):
         if not change and obj.created_by_id is None:
             obj.created_by = request.user  # type: ignore[assignment]
         super().save_model(request, obj, form, change)
+        if not change and obj.created_by_id is not None:
+            Membership.objects.get_or_create(
+                room=obj, user_id=obj.created_by_id, defaults={"role": "owner"}
+            )
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # see the module docstring
+        # Staff delete rooms (a cascade, services.room_delete); see the module docstring.
+        return permissions.is_staff(request.user) and super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Room) -> None:
+        services.room_delete(room=obj, actor=request.user)  # type: ignore[arg-type]
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        for room in queryset:
+            services.room_delete(room=room, actor=request.user)  # type: ignore[arg-type]
 
 
 def _run_per_row(
@@ -142,7 +183,7 @@ class MessageAdmin(admin.ModelAdmin):
     list_select_related = ("room", "author")
     list_per_page = 100
     ordering = ("-id",)
-    actions = ("cancel_streaming_replies", "retry_failed_replies")
+    actions = ("cancel_streaming_replies", "retry_failed_replies", "delete_messages")
 
     class Media:
         css = {"all": ["messages_app/admin.css"]}  # <pre> bodies wrap, whitespace kept
@@ -276,7 +317,11 @@ class MessageAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            call=lambda m: services.reply_cancel(room=m.room, message_id=m.pk),
+            call=lambda m: services.reply_cancel(
+                room=m.room,
+                message_id=m.pk,
+                actor=request.user,  # type: ignore[arg-type]
+            ),
             done="Cancelled",
         )
 
@@ -289,4 +334,18 @@ class MessageAdmin(admin.ModelAdmin):
             queryset,
             call=lambda m: services.reply_retry(message_id=m.pk),
             done="Queued again",
+        )
+
+    @admin.action(description="Delete messages (tombstone)", permissions=["change"])
+    def delete_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        """Delete each selected message for everyone (``services.message_delete``)."""
+        _run_per_row(
+            self,
+            request,
+            queryset,
+            call=lambda m: services.message_delete(
+                message_id=m.pk,
+                actor=request.user,  # type: ignore[arg-type]
+            ),
+            done="Deleted",
         )

@@ -67,6 +67,17 @@ ERROR_CODES = frozenset(
         "invalid_slug",
         "slug_taken",
         "invalid_granularity",
+        "invalid_visibility",
+        # membership, invites, deletes (issue 9)
+        "not_member",
+        "invalid_role",
+        "last_owner",
+        "invalid_invite",
+        "invite_expired",
+        "already_member",
+        "already_deleted",
+        "client_id_reused",
+        "invalid_text",
     }
 )
 
@@ -111,6 +122,11 @@ def delta_frame(*, message_id: int, version: int, offset: int, text: str) -> str
     )
 
 
+def members_frame(members: list[dict[str, Any]]) -> str:
+    """The room's members changed (joined, left, removed, role): the whole list."""
+    return dumps({"type": "members", "members": members})
+
+
 def error_frame(code: str, detail: str, *, retry_after: float | None = None) -> str:
     """A refused client frame, and why. The socket stays open."""
     frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
@@ -145,7 +161,12 @@ class Cancel:
     id: int
 
 
-ClientFrame = Post | Cancel
+@dataclass(frozen=True)
+class Delete:
+    id: int
+
+
+ClientFrame = Post | Cancel | Delete
 
 
 def _message_id(frame: dict[str, Any]) -> int:
@@ -176,4 +197,6 @@ def parse_client_frame(text_data: str | None, *, max_length: int) -> ClientFrame
         return Post(body=frame["body"], client_id=frame.get("client_id"))
     if kind == "cancel":
         return Cancel(id=_message_id(frame))
+    if kind == "delete":
+        return Delete(id=_message_id(frame))
     raise ClientError("unknown_type", f"Unknown frame type {str(kind)[:40]!r}.")

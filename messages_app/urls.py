@@ -8,6 +8,10 @@ from messages_app import views
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", views.home, name="home"),
     path("rooms/<slug:slug>/", views.room, name="room"),
+    path("rooms/<slug:slug>/members/", views.room_members, name="room_members"),
+    path("rooms/<slug:slug>/members/action/", views.room_member_action, name="room_member_action"),
+    path("rooms/<slug:slug>/invite/", views.room_invite_reset, name="room_invite_reset"),
+    path("invite/<str:token>/", views.invite, name="invite"),
     path("accounts/signup/", views.signup, name="signup"),
     path(
         "accounts/login/",

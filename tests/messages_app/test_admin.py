@@ -299,11 +299,20 @@ def test_admin_user_and_room_pages_show_display_name_and_room_messages(
 def test_admin_room_add_sets_the_creator(admin_client: Client, admin_user: User) -> None:
     response = admin_client.post(
         reverse("admin:messages_app_room_add"),
-        {"name": "Ops", "slug": "ops", "granularity": "sentence"},
+        {
+            "name": "Ops",
+            "slug": "ops",
+            "granularity": "sentence",
+            "visibility": "private",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
     )
     assert response.status_code == 302
     room = Room.objects.get(slug="ops")
     assert (room.name, room.granularity, room.created_by) == ("Ops", "sentence", admin_user)
+    assert room.visibility == "private"
+    assert list(room.memberships.values_list("user__username", "role")) == [("admin", "owner")]
 
 
 # --- the actions ------------------------------------------------------------------

@@ -107,6 +107,13 @@ async def test_consumer_post_is_stored_and_broadcast_to_every_socket(
     other = await connect(room, bob)
     assert (await other.connect())[0]
     assert (await receive(other))["type"] == "snapshot"
+    # Opening the public room made Bob a member, and Alice's panel hears of it.
+    joined = await receive(socket)
+    assert joined["type"] == "members"
+    assert [(m["name"], m["role"]) for m in joined["members"]] == [
+        ("Alice", "owner"),
+        ("Bob", "member"),
+    ]
     client_id = str(uuid.uuid4())
     await socket.send_json_to({"type": "post", "body": "hi @gpt", "client_id": client_id})
     for communicator in (socket, other):

@@ -30,9 +30,20 @@
   const sendButton = document.getElementById("send");
   const composerError = document.getElementById("composer-error");
 
+  const membersUrl = root.dataset.membersUrl;
+  const myId = Number(root.dataset.userId);
+  let canModerate = root.dataset.canModerate === "true";
+
   const CLOSE_UNAUTHENTICATED = 4401;
+  const CLOSE_FORBIDDEN = 4403;
   const CLOSE_ROOM_NOT_FOUND = 4404;
-  const CANCEL_ERRORS = new Set(["invalid_id", "not_found", "not_streaming"]);
+  const CANCEL_ERRORS = new Set([
+    "invalid_id",
+    "not_found",
+    "not_streaming",
+    "forbidden",
+    "already_deleted",
+  ]);
   const OPEN = new Set(["pending", "streaming"]);
   const STATE_LABELS = {
     pending: "waiting for the model",
@@ -59,6 +70,7 @@
     '<p class="msg__error" hidden></p>' +
     '<div class="msg__actions" hidden>' +
     '<button type="button" class="button button--small button--stop" data-action="stop">Stop</button>' +
+    '<button type="button" class="button button--small button--ghost" data-action="delete">Delete</button>' +
     "</div>" +
     "</div>";
 
@@ -111,6 +123,7 @@
         error: el.querySelector(".msg__error"),
         actions: el.querySelector(".msg__actions"),
         stop: el.querySelector("[data-action=stop]"),
+        del: el.querySelector("[data-action=delete]"),
       },
       painted: { body: null, open: null, created: null },
       stopping: false,
@@ -154,8 +167,17 @@
     parts.state.textContent = label;
     parts.state.hidden = !label;
 
-    if (painted.body !== row.body || painted.open !== open) {
-      if (row.body) {
+    if (row.deleted) el.dataset.deleted = "true";
+    else delete el.dataset.deleted;
+    if (painted.body !== row.body || painted.open !== open || painted.deleted !== row.deleted) {
+      painted.deleted = row.deleted;
+      if (row.deleted) {
+        const gone = document.createElement("p");
+        gone.className = "deleted";
+        gone.textContent = "message deleted";
+        entry.body.reset();
+        parts.body.replaceChildren(gone);
+      } else if (row.body) {
         entry.body.update(row.body);
       } else if (open) {
         const thinking = document.createElement("p");
@@ -174,9 +196,20 @@
     parts.error.hidden = !row.error;
     parts.error.textContent = row.error ? `Failed: ${row.error}` : "";
 
-    parts.actions.hidden = !(assistant && open);
+    const stoppable = assistant && open && !row.deleted;
+    const deletable = mayDelete(row);
+    parts.actions.hidden = !(stoppable || deletable);
+    parts.stop.hidden = !stoppable;
+    parts.del.hidden = !deletable;
     parts.stop.disabled = entry.stopping;
     parts.stop.textContent = entry.stopping ? "Stopping…" : "Stop";
+  }
+
+  function mayDelete(row) {
+    // The server decides (permissions.can_delete_message); this only hides a
+    // button that would be refused: own messages, or any for owners and moderators.
+    if (row.deleted) return false;
+    return canModerate || (row.author_id != null && row.author_id === myId);
   }
 
   function upsert(row) {
@@ -336,6 +369,9 @@
       case "error":
         onError(frame);
         break;
+      case "members":
+        refreshMembers();
+        break;
       default:
         break; // a frame type this page does not know: ignore it
     }
@@ -409,6 +445,10 @@
       signedOut();
       return;
     }
+    if (event.code === CLOSE_FORBIDDEN) {
+      removedFromRoom();
+      return;
+    }
     if (event.code === CLOSE_ROOM_NOT_FOUND) {
       roomGone();
       return;
@@ -446,6 +486,48 @@
     setConnection("offline", "This room no longer exists");
     input.disabled = true;
     sendButton.disabled = true;
+  }
+
+  function removedFromRoom() {
+    closedForGood = true;
+    clearTimeout(retryTimer);
+    setConnection("offline", "You were removed from this room");
+    input.disabled = true;
+    sendButton.disabled = true;
+  }
+
+  // --- members -------------------------------------------------------------------
+
+  const membersSlot = document.getElementById("members-slot");
+  let membersFetch = null;
+
+  async function refreshMembers() {
+    // A "members" frame says the list changed; the panel (with the buttons this
+    // user may press) comes from the server, which alone decides who may do what.
+    if (!membersSlot || !membersUrl) return;
+    const mine = (membersFetch = fetch(membersUrl, { cache: "no-store", redirect: "manual" }));
+    let response;
+    try {
+      response = await mine;
+    } catch {
+      return;
+    }
+    if (mine !== membersFetch) return; // a newer refresh is under way
+    if (response.status === 404) {
+      // No longer a member of a private room (or it is gone).
+      removedFromRoom();
+      return;
+    }
+    if (!response.ok) return;
+    membersSlot.innerHTML = await response.text(); // the server's own escaped template
+    const panel = document.getElementById("members-panel");
+    if (panel) {
+      canModerate = panel.dataset.canModerate === "true";
+      if (panel.dataset.member !== "true") {
+        setConnection("offline", "You are no longer a member of this room");
+      }
+    }
+    for (const entry of rows.values()) paint(entry);
   }
 
   function scheduleReconnect() {
@@ -595,6 +677,18 @@
   });
 
   // --- stop ----------------------------------------------------------------------
+
+  list.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action=delete]");
+    if (!button) return;
+    const entry = rows.get(Number(button.closest("article").dataset.messageId));
+    if (!entry) return;
+    if (!socket || !synced) {
+      showNotice("Not connected: try again in a moment.");
+      return;
+    }
+    socket.send(JSON.stringify({ type: "delete", id: entry.row.id }));
+  });
 
   list.addEventListener("click", (event) => {
     const button = event.target.closest("button[data-action=stop]");
