@@ -128,6 +128,12 @@ class RoomAdmin(admin.ModelAdmin):
         # Staff delete rooms (a cascade, services.room_delete); see the module docstring.
         return permissions.is_staff(request.user) and super().has_delete_permission(request, obj)
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # The cascade (messages, memberships) is services.room_delete's: their own
+        # admins refuse deletes one by one, which must not veto deleting the room.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
     def delete_model(self, request: HttpRequest, obj: Room) -> None:
         services.room_delete(room=obj, actor=request.user)  # type: ignore[arg-type]
 

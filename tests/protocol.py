@@ -23,6 +23,8 @@ class RoomView:
     errors: list[dict[str, Any]] = field(default_factory=list)
     snapshots: int = 0
     snapshot_rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # the latest member list (``members`` frames: someone joined, left, changed role)
+    members: list[dict[str, Any]] | None = None
 
     def apply(self, raw: str) -> dict[str, Any]:
         frame = json.loads(raw)
@@ -54,6 +56,8 @@ class RoomView:
                 self.applied.append((frame["id"], frame["version"]))
         elif kind == "error":
             self.errors.append(frame)
+        elif kind == "members":
+            self.members = frame["members"]
         else:
             raise AssertionError(f"unknown frame type {kind!r}")
         return frame

@@ -19,7 +19,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.sessions.models import Session
 from playwright.sync_api import Locator, Page, WebSocketRoute, expect
 
-from messages_app.models import Message, Role, Room, Status, User
+from messages_app.models import MemberRole, Membership, Message, Role, Room, Status, User
 from tests.conftest import Stack
 from tests.e2e.conftest import PHONE, Browsing, expect_live, wait_until
 from tests.live import ModelServer
@@ -299,12 +299,17 @@ def test_reload_mid_reply_continues_with_no_lost_or_doubled_text(
     assert row_of(reply(b)).body == REPLY
 
 
-def test_stop_pressed_by_one_user_stops_the_reply_for_everyone(
+def test_stop_pressed_by_a_moderator_stops_the_reply_for_everyone(
     browsing: Browsing, model_server: ModelServer, alice: User, bob: User, trip: Room
 ) -> None:
     model_server.control(text=REPLY, tokens_per_second=RATE, first_token_delay=0, hold_after=10)
     a = browsing.room(alice, trip.slug)
     b = browsing.room(bob, trip.slug)
+    # Opening the public room made Bob a member; a plain member may not stop
+    # Alice's reply (issue 9), a moderator may.
+    Membership.objects.filter(room=trip, user=bob).update(role=MemberRole.MODERATOR)
+    b.reload()
+    expect_live(b)
     send(a, "@gpt spell the alphabet")
     partial = flushed_after(10)
     expect(body(reply(a))).to_have_text(partial)

@@ -196,7 +196,7 @@
     parts.error.hidden = !row.error;
     parts.error.textContent = row.error ? `Failed: ${row.error}` : "";
 
-    const stoppable = assistant && open && !row.deleted;
+    const stoppable = assistant && open && !row.deleted && mayStop(row);
     const deletable = mayDelete(row);
     parts.actions.hidden = !(stoppable || deletable);
     parts.stop.hidden = !stoppable;
@@ -210,6 +210,13 @@
     // button that would be refused: own messages, or any for owners and moderators.
     if (row.deleted) return false;
     return canModerate || (row.author_id != null && row.author_id === myId);
+  }
+
+  function mayStop(row) {
+    // As permissions.can_cancel_reply: the member who asked, owners and moderators.
+    if (canModerate) return true;
+    const question = row.reply_to != null ? rows.get(row.reply_to) : null;
+    return !!question && question.row.author_id === myId;
   }
 
   function upsert(row) {
