@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Count, QuerySet
@@ -27,7 +28,8 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from messages_app import permissions, services
-from messages_app.models import Membership, Message, Room, User
+from messages_app.models import Membership, Message, Room, User, Visibility
+from messages_app.selectors import member_list
 from messages_app.services import ClientError
 
 EXCERPT_CHARS = 80
@@ -69,20 +71,19 @@ class UserAdmin(BaseUserAdmin):
         return False  # see the module docstring: deactivate instead
 
 
-class MembershipInline(admin.TabularInline):
-    """Who belongs to the room, read-only: members change through the room page."""
+class RoomAdminForm(forms.ModelForm):
+    """A room's fields; visibility may be left out (public), as in older scripts."""
 
-    model = Membership
-    extra = 0
-    fields = ("user", "role", "created_at")
-    readonly_fields = ("user", "role", "created_at")
-    can_delete = False
+    class Meta:
+        model = Room
+        fields = ("name", "slug", "visibility", "granularity", "created_by")
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["visibility"].required = False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def clean_visibility(self) -> str:
+        return self.cleaned_data.get("visibility") or Visibility.PUBLIC
 
 
 @admin.register(Room)
@@ -97,12 +98,24 @@ class RoomAdmin(admin.ModelAdmin):
         "messages_link",
     )
     list_filter = ("visibility", "granularity", ("created_at", admin.DateFieldListFilter))
-    exclude = ("invite_token", "invite_expires_at")
-    inlines = (MembershipInline,)
+    form = RoomAdminForm
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("created_at", "messages_link")
+    readonly_fields = ("created_at", "messages_link", "members")
     list_select_related = ("created_by",)
+
+    @admin.display(description="members")
+    def members(self, room: Room) -> SafeString | str:
+        """Who belongs to the room, read-only: members change in the room's own panel."""
+        rows = member_list(room_id=room.pk) if room.pk else []
+        if not rows:
+            return "-"
+        return format_html(
+            '<ul class="room-members">{}</ul>',
+            format_html_join(
+                "", "<li>{} ({}): {}</li>", ((m["name"], m["username"], m["role"]) for m in rows)
+            ),
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Room]:
         return super().get_queryset(request).annotate(message_count=Count("messages"))
@@ -167,6 +180,13 @@ def _run_per_row(
         )
 
 
+def _retry_unless_deleted(message: Message) -> object:
+    # A deleted reply stays deleted: streaming it again would refill a tombstone.
+    if message.deleted_at is not None:
+        raise ClientError("already_deleted", f"Message {message.pk} is deleted.")
+    return services.reply_retry(message_id=message.pk)
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = (
@@ -212,6 +232,7 @@ class MessageAdmin(admin.ModelAdmin):
             },
         ),
         ("Times", {"fields": ("created_at", "updated_at", "finished_at", "client_id")}),
+        ("Deleted", {"fields": ("deleted_at", "deleted_by")}),
     )
     readonly_fields = (
         "room_link",
@@ -232,6 +253,8 @@ class MessageAdmin(admin.ModelAdmin):
         "updated_at",
         "finished_at",
         "client_id",
+        "deleted_at",
+        "deleted_by",
     )
 
     # --- read-only: only the services write a message -----------------------------
@@ -338,7 +361,7 @@ class MessageAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            call=lambda m: services.reply_retry(message_id=m.pk),
+            call=_retry_unless_deleted,
             done="Queued again",
         )
 

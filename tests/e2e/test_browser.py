@@ -247,7 +247,9 @@ def test_reply_grows_in_both_browsers_and_ends_as_the_row(
             expect(reply(page)).to_have_attribute("data-status", "streaming")
             expect(reply(page)).to_have_attribute("aria-busy", "true")
             expect(reply(page).locator(".msg__state")).to_have_text("writing…")
-            expect(reply(page).get_by_role("button", name="Stop")).to_be_visible()
+        # Stop: for Alice, who asked; not for Bob, a plain member (issue 9).
+        expect(reply(a).get_by_role("button", name="Stop")).to_be_visible()
+        expect(reply(b).get_by_role("button", name="Stop")).to_be_hidden()
         assert row_of(reply(b)).body == expected
         lengths.append(len((body(reply(b)).text_content() or "").strip()))
     assert 0 < lengths[0] < lengths[1] < len(REPLY)

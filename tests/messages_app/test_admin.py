@@ -303,8 +303,6 @@ def test_admin_room_add_sets_the_creator(admin_client: Client, admin_user: User)
             "slug": "ops",
             "granularity": "sentence",
             "visibility": "private",
-            "memberships-TOTAL_FORMS": "0",
-            "memberships-INITIAL_FORMS": "0",
         },
     )
     assert response.status_code == 302

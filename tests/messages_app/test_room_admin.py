@@ -47,8 +47,25 @@ def test_admin_room_page_shows_members_read_only(
     services.membership_add(room=room, user=bob)
     page = admin_client.get(reverse("admin:messages_app_room_change", args=[room.pk]))
     text = page.content.decode()
-    assert "owner" in text and "bob" in text
-    assert 'name="memberships-0-role"' not in text  # read-only: no form field
+    assert "Alice (alice): owner" in text and "Bob (bob): member" in text
+    assert 'name="role"' not in text  # read-only: no form field
+
+
+def test_admin_room_add_without_visibility_makes_a_public_room(admin_client: Client) -> None:
+    response = admin_client.post(
+        reverse("admin:messages_app_room_add"), {"name": "Ops", "slug": "ops", "granularity": ""}
+    )
+    assert response.status_code == 302
+    assert Room.objects.get(slug="ops").visibility == "public"
+
+
+def test_admin_room_add_refuses_an_unknown_visibility(admin_client: Client) -> None:
+    response = admin_client.post(
+        reverse("admin:messages_app_room_add"),
+        {"name": "Ops", "slug": "ops", "granularity": "", "visibility": "hidden"},
+    )
+    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+    assert not Room.objects.exists()
 
 
 def test_admin_user_delete_stays_off(admin_client: Client, alice: User) -> None:
@@ -61,3 +78,25 @@ def test_admin_is_refused_to_non_staff(client: Client, alice: User, room: Room) 
     client.force_login(alice)
     response = client.get(reverse("admin:messages_app_room_changelist"))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_admin_retry_refuses_a_deleted_reply(admin_client: Client, room: Room, alice: User) -> None:
+    asked = services.message_post(room=room, author=alice, body="@gpt go")
+    assert asked.reply is not None
+    services.message_delete(message_id=asked.reply.pk, actor=alice)
+    response = act(admin_client, "retry_failed_replies", asked.reply)
+    assert ("error", f"#{asked.reply.pk}: Message {asked.reply.pk} is deleted.") in notices(
+        response
+    )
+    row = Message.objects.get(pk=asked.reply.pk)
+    assert (row.status, row.body) == (Status.CANCELLED, "")
+
+
+def test_admin_message_page_says_who_deleted_it(
+    admin_client: Client, room: Room, alice: User
+) -> None:
+    posted = services.message_post(room=room, author=alice, body="gone soon").message
+    services.message_delete(message_id=posted.pk, actor=alice)
+    page = admin_client.get(reverse("admin:messages_app_message_change", args=[posted.pk]))
+    text = page.content.decode()
+    assert "Deleted" in text and "alice" in text and "gone soon" not in text
