@@ -9,7 +9,7 @@
 # versions, checked against the same hashes; the image takes only the app's
 # part of it (no dev or bench extras).
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.16-slim-bookworm
 
 # --- build: a virtualenv holding only the dependencies -------------------------
 FROM ${PYTHON_IMAGE} AS build

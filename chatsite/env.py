@@ -69,6 +69,7 @@ def env_float(
     default: float,
     *,
     minimum: float | None = None,
+    maximum: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> float:
     value = _raw(name, environ)
@@ -82,6 +83,8 @@ def env_float(
         raise ImproperlyConfigured(f"{name}={value!r} is not a finite number.")
     if minimum is not None and number < minimum:
         raise ImproperlyConfigured(f"{name}={number} is below the minimum of {minimum}.")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name}={number} is above the maximum of {maximum}.")
     return number
 
 
@@ -105,6 +108,13 @@ def env_list(
     if value is None or value == "":
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def check_at_most(name: str, value: float, limit_name: str, limit: float) -> float:
+    """Refuse ``value`` above ``limit``, which another setting decides (both named)."""
+    if value > limit:
+        raise ImproperlyConfigured(f"{name}={value:g} must be at most {limit_name} ({limit:g}).")
+    return value
 
 
 def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any]:

@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chatsite.env import (
     MAKE_A_SECRET_KEY,
+    check_at_most,
     check_production_secret_key,
     check_redis_url,
     env_bool,
@@ -183,27 +184,59 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = check_redis_url(env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))
 # Room events do not use a Channels layer: each change is one PUBLISH on the
 # room's channel, and each web process keeps one subscription per room and fans
-# out to its sockets in memory (messages_app/fanout.py; docs/benchmarks.md says
+# out to its sockets in memory (messages_app/realtime/; docs/benchmarks.md says
 # why). This prefix names those channels and the workers' cancel channel, so two
 # deployments (or test runs) can share one Redis.
 CHAT_REDIS_PREFIX = env_str("CHAT_REDIS_PREFIX", "chat")
+# Where room events and socket commands travel: REDIS_URL unless set (any URL
+# redis-py accepts). With CHAT_EVENTS_REDIS_CLUSTER it names one node of a Redis
+# Cluster, and events use sharded pub/sub (SPUBLISH/SSUBSCRIBE, one shard per
+# room channel); Celery and the cancel channel stay on REDIS_URL.
+CHAT_EVENTS_REDIS_URL = check_redis_url(
+    env_str("CHAT_EVENTS_REDIS_URL", REDIS_URL), name="CHAT_EVENTS_REDIS_URL"
+)
+CHAT_EVENTS_REDIS_CLUSTER = env_bool("CHAT_EVENTS_REDIS_CLUSTER", False)
+# The subscriber PINGs Redis after this many quiet seconds; a connection silent
+# for twice as long is dead, and the hub reconnects and repairs.
+CHAT_REDIS_HEALTH_CHECK_SECONDS = env_float(
+    "CHAT_REDIS_HEALTH_CHECK_SECONDS", 2.0, minimum=0.1, maximum=60.0
+)
+# Every this many seconds each socket gets the versions of its room's open rows
+# (a heartbeat frame): a page that missed an event resyncs (docs/architecture.md).
+CHAT_RECONCILE_SECONDS = env_float("CHAT_RECONCILE_SECONDS", 2.0, minimum=0.1, maximum=300.0)
+# The most bytes queued for one socket that does not read; over it the socket is
+# closed with 4408 ("too slow") and the page reconnects from a snapshot.
+CHAT_SOCKET_BUFFER_BYTES = env_int(
+    "CHAT_SOCKET_BUFFER_BYTES", 1024 * 1024, minimum=4096, maximum=256 * 1024 * 1024
+)
+# Under daphne, write frames straight to the sockets (messages_app/realtime/daphne.py);
+# it turns itself off at start-up, with a warning, when daphne's internals changed.
+CHAT_DAPHNE_FAST_PATH = env_bool("CHAT_DAPHNE_FAST_PATH", True)
 
 # --- Celery: long, I/O-bound streaming tasks -----------------------------------
-# The worker runs the threads pool (scripts/run.sh, docker-compose.yml): a reply
-# spends its life waiting on the model's socket, so one process holds many
-# streams. How the settings below fit together:
-# - acks early (acks_late off): a task is acknowledged when it starts. Late acks
-#   would redeliver the task of a worker that died mid-stream, but that task could
-#   only find its row already streaming and exit; the watchdog (beat, below) is
-#   what ends such a row, as failed "interrupted" with its partial text, long
-#   before a visibility timeout would redeliver anything. Late acks also cost a
+# The worker's pool and concurrency live here, not on command lines: a plain
+# `celery -A chatsite worker` (Celery's documented way to start one) otherwise
+# runs the prefork pool with one process per core, which streams only as many
+# replies as there are cores. A reply spends its life waiting on the model's
+# socket, so one process of threads holds many streams (WORKER_CONCURRENCY).
+# How the settings below fit together:
+# - acks early (acks_late off): a task is acknowledged when a thread starts it.
+#   Late acks would redeliver the task of a worker that died mid-stream, but that
+#   task could only find its row already streaming and exit; the watchdog (beat,
+#   below) is what ends such a row, as failed "interrupted" with its partial
+#   text, from its heartbeat. A task lost between its ack and its claim (the
+#   worker killed in that instant) leaves its row pending: the watchdog fails it
+#   after GPT_QUEUE_TIMEOUT with a reason that says so (tests/integration/
+#   test_worker_faults.py kills a worker at that moment). Late acks also cost a
 #   real failure: with a reply in flight, a lost Redis connection makes kombu
 #   restore unacked messages through a closed connection and the worker dies
-#   ("Unrecoverable error: AttributeError ... 'hostname'", seen here in
+#   ("Unrecoverable error: AttributeError ... 'hostname'", seen in
 #   tests/integration/test_failures.py). A task delivered twice all the same is
 #   harmless: the claim lets one attempt write the row.
-# - prefetch 1: a worker reserves no more tasks than it has free threads, so a
-#   queued reply is never stuck behind a busy worker while another one idles.
+# - prefetch multiplier 1: a worker reserves at most WORKER_CONCURRENCY tasks
+#   beyond the ones running (the threads pool counts its threads), so a queued
+#   reply waits behind a busy worker no longer than needed while another idles;
+#   reserved tasks of a worker stopped warmly go back to the queue.
 # - visibility_timeout (Redis transport; it takes effect as a broker transport
 #   option): a reserved but unacknowledged task is handed out again after this
 #   long. It exceeds the longest reply, so no running reply is handed out twice.
@@ -215,6 +248,8 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_QUEUE", "chat")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_POOL = "threads"
+CELERY_WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 50, minimum=1, maximum=1000)
 CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
@@ -233,10 +268,27 @@ GPT_MAX_RETRIES = env_int("GPT_MAX_RETRIES", 3, minimum=0, maximum=10)
 GPT_RETRY_BACKOFF = env_float("GPT_RETRY_BACKOFF", 0.5, minimum=0.0)
 # The longest a reply may stream before it is stopped and marked failed.
 GPT_REPLY_TIME_LIMIT = env_float("GPT_REPLY_TIME_LIMIT", 600.0, minimum=1.0)
-# An open (pending/streaming) reply whose last write is older than this is
-# marked failed ("interrupted") by the watchdog, which runs every interval.
+# The watchdog (beat, every GPT_WATCHDOG_INTERVAL seconds) marks failed
+# ("interrupted") a streaming reply whose heartbeat is older than GPT_STALE_AFTER;
+# the run writes one every GPT_HEARTBEAT_INTERVAL seconds whatever it is doing, so
+# the limit must leave room for a few missed beats. A pending reply is failed only
+# after GPT_QUEUE_TIMEOUT seconds in the queue (no worker started it), never
+# because every thread is busy for a while.
 GPT_STALE_AFTER = env_float("GPT_STALE_AFTER", 120.0, minimum=0.5)
 GPT_WATCHDOG_INTERVAL = env_float("GPT_WATCHDOG_INTERVAL", 30.0, minimum=0.1)
+GPT_HEARTBEAT_INTERVAL = env_float("GPT_HEARTBEAT_INTERVAL", 10.0, minimum=0.05)
+check_at_most(
+    "GPT_HEARTBEAT_INTERVAL", GPT_HEARTBEAT_INTERVAL, "GPT_STALE_AFTER / 2", GPT_STALE_AFTER / 2
+)
+GPT_QUEUE_TIMEOUT = env_float("GPT_QUEUE_TIMEOUT", 900.0, minimum=1.0)
+# The longest reply: tokens the model may write (max_tokens of every request),
+# and characters stored (a reply cut by either ends failed, saying which limit).
+GPT_MAX_REPLY_TOKENS = env_int("GPT_MAX_REPLY_TOKENS", 4000, minimum=1, maximum=128000)
+GPT_MAX_REPLY_CHARS = env_int("GPT_MAX_REPLY_CHARS", 16000, minimum=100, maximum=1000000)
+# Seconds a streaming run retries a write that meets a transient database error
+# (connection lost, Postgres restarting) before it gives the reply up as failed;
+# the model's stream goes on meanwhile and its text is kept (worker/dbretry.py).
+GPT_DB_RETRY_FOR = env_float("GPT_DB_RETRY_FOR", 30.0, minimum=0.0)
 # Per user: @gpt replies open at once, and started in any 60 seconds.
 GPT_MAX_OPEN_REPLIES_PER_USER = env_int("GPT_MAX_OPEN_REPLIES_PER_USER", 3, minimum=1)
 GPT_MAX_REPLIES_PER_MINUTE = env_int("GPT_MAX_REPLIES_PER_MINUTE", 10, minimum=1)

@@ -5,6 +5,7 @@ Frames, error codes and close codes come from ``messages_app.protocol``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -13,9 +14,11 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from messages_app import fanout, permissions, protocol, services
+from messages_app import permissions, protocol, services
 from messages_app.models import Room
 from messages_app.protocol import ClientError
+from messages_app.realtime.hub import hub
+from messages_app.realtime.members import Member, writer_for
 from messages_app.selectors import room_snapshot
 
 logger = logging.getLogger(__name__)
@@ -25,13 +28,16 @@ _SLUG_RE = re.compile(r"[-a-zA-Z0-9_]{1,80}")
 # The scope key under which ``ServerSendMiddleware`` passes the server's own send.
 SERVER_SEND = "chat.server_send"
 
+# Close calls the hub started, kept until done (a task needs a reference).
+_closing: set[asyncio.Task[None]] = set()
+
 
 class ServerSendMiddleware:
     """Give the room consumer the ASGI server's own ``send`` (``scope[SERVER_SEND]``).
 
     Channels' session middleware wraps ``send``; the fan-out writes text frames
     only, which that wrapper passes through untouched, and needs the server's
-    callable to recognise daphne (``fanout.daphne_protocol``). Outermost.
+    callable to recognise daphne (``realtime.daphne``). Outermost.
     """
 
     def __init__(self, app: Any) -> None:
@@ -44,12 +50,12 @@ class ServerSendMiddleware:
 class RoomConsumer(AsyncWebsocketConsumer):
     """One socket watching one room.
 
-    Row changes reach the socket through this process's ``fanout.hub()``, not the
+    Row changes reach the socket through this process's ``realtime.hub()``, not the
     Channels layer (none is configured): the hub writes them to the socket itself.
     """
 
     room: Room
-    member: fanout.Member
+    member: Member
 
     async def connect(self) -> None:
         """Called when a browser opens the socket: authenticate, join, then snapshot."""
@@ -73,17 +79,36 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # join returns): a change committed in between is held for this socket and
         # written after the snapshot, never lost; what the snapshot already holds
         # (by version) is not written again.
-        self.member = fanout.Member(self.scope.get(SERVER_SEND) or self.base_send)
-        await fanout.hub().join(room.pk, self.member)
-        await self.accept()
-        snapshot = await database_sync_to_async(room_snapshot)(room=room)
-        await self.send(text_data=protocol.snapshot_frame(snapshot))
-        self.member.start({m["id"]: m["version"] for m in snapshot})
+        self.member = Member(
+            writer_for(self.scope.get(SERVER_SEND) or self.base_send),
+            room_id=room.pk,
+            user_id=user.pk,
+            on_close=self._closed_by_hub,
+            limit=settings.CHAT_SOCKET_BUFFER_BYTES,
+        )
+        try:
+            await hub().join(self.member)
+            await self.accept()
+            snapshot = await database_sync_to_async(room_snapshot)(room=room)
+            await self.send(text_data=protocol.snapshot_frame(snapshot))
+            self.member.start({m["id"]: m["version"] for m in snapshot})
+        except BaseException:
+            # Any step that fails (Redis unreachable, the snapshot's query, a client
+            # gone meanwhile) leaves nothing in the hub: channels does not call
+            # disconnect() for a connect that raised.
+            await hub().leave(self.member)
+            raise
+
+    def _closed_by_hub(self, code: int) -> None:
+        """The hub ends this socket (too slow, session ended): close it with ``code``."""
+        task = asyncio.ensure_future(self.close(code=code))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes, for any reason."""
         if hasattr(self, "member"):
-            await fanout.hub().leave(self.room.pk, self.member)
+            await hub().leave(self.member)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the browser."""

@@ -144,6 +144,9 @@ class Message(models.Model):
     total_tokens = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Written by the worker running a streaming reply every GPT_HEARTBEAT_INTERVAL;
+    # the watchdog tells a dead run from a quiet one by it (worker/heartbeat.py).
+    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
     # A deleted message is a tombstone: its body is emptied, the row keeps its place.
     deleted_at = models.DateTimeField(null=True, blank=True)

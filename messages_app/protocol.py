@@ -35,6 +35,24 @@ CLOSE_CODES = frozenset(
     }
 )
 
+# What the page shows for each close code (room.js mirrors these). 4401 and 4403
+# end the page's session with the room: it stops reconnecting. 4408 is not an end:
+# the page reconnects and takes a fresh snapshot, so nothing is lost.
+CLOSE_REASONS = {
+    CLOSE_UNAUTHENTICATED: "You were signed out",
+    CLOSE_FORBIDDEN: "You were removed from this room",
+    CLOSE_ROOM_NOT_FOUND: "This room no longer exists",
+    CLOSE_TOO_SLOW: "Too slow: catching up",
+    CLOSE_TOO_MANY_SOCKETS: "Too many open tabs",
+}
+# The close codes after which the page must not reconnect.
+FINAL_CLOSE_CODES = frozenset({CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_ROOM_NOT_FOUND})
+
+# --- frame types ----------------------------------------------------------------------
+
+SERVER_FRAME_TYPES = frozenset({"snapshot", "message", "delta", "error", "heartbeat", "members"})
+CLIENT_FRAME_TYPES = frozenset({"post", "cancel", "delete"})
+
 # --- error codes (the ``code`` of an ``error`` frame) -------------------------------
 
 ERROR_CODES = frozenset(
@@ -127,6 +145,98 @@ def members_frame(members: list[dict[str, Any]]) -> str:
     return dumps({"type": "members", "members": members})
 
 
+def heartbeat_frame(open_rows: list[tuple[int, int]]) -> str:
+    """Sent every ``CHAT_RECONCILE_SECONDS``: ``[id, version]`` of the room's open rows.
+
+    A page that holds a row open that is not listed, or at a lower version than
+    listed, has missed an event (docs/architecture.md, "Convergence"): it resyncs.
+    """
+    return dumps({"type": "heartbeat", "open": [[mid, version] for mid, version in open_rows]})
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the fan-out needs of a server frame published on a room's channel."""
+
+    kind: str
+    message_id: int | None
+    version: int
+    offset: int
+    text: str  # a delta's appended text ("" for other frames)
+
+
+def parse_event(data: str) -> Event:
+    """A frame as ``messages_app.events`` published it; ``ValueError`` when malformed."""
+    try:
+        payload = json.loads(data)
+        kind = payload["type"]
+        if kind == "delta":
+            return Event(
+                "delta",
+                int(payload["id"]),
+                int(payload["version"]),
+                int(payload["offset"]),
+                str(payload["text"]),
+            )
+        if kind == "message":
+            message = payload["message"]
+            return Event("message", int(message["id"]), int(message["version"]), 0, "")
+        return Event(str(kind), None, 0, 0, "")
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"malformed event: {error!r}") from None
+
+
+# --- Redis: channels and commands between processes (not the WebSocket) -------------
+
+
+def room_channel(prefix: str, room_id: int) -> str:
+    """The channel of a room's events: each is a server frame's JSON text, as sent."""
+    return f"{prefix}:room:{room_id}"
+
+
+def command_channel(prefix: str) -> str:
+    """The channel of commands to every web process's hub (``SocketsClose``)."""
+    return f"{prefix}:sockets"
+
+
+@dataclass(frozen=True)
+class SocketsClose:
+    """Close the sockets of ``user_id`` (of ``room_id`` only, when set) with ``code``."""
+
+    user_id: int
+    code: int
+    room_id: int | None = None
+
+
+def sockets_close_command(command: SocketsClose) -> str:
+    if command.code not in CLOSE_CODES:
+        raise ValueError(f"{command.code} is not one of protocol.CLOSE_CODES")
+    return dumps(
+        {
+            "type": "sockets.close",
+            "user_id": command.user_id,
+            "code": command.code,
+            "room_id": command.room_id,
+        }
+    )
+
+
+def parse_command(data: str) -> SocketsClose:
+    """A command from another web process; ``ValueError`` when malformed."""
+    try:
+        payload = json.loads(data)
+        if payload["type"] != "sockets.close" or payload["code"] not in CLOSE_CODES:
+            raise ValueError(f"unknown command {data[:80]!r}")
+        room_id = payload.get("room_id")
+        return SocketsClose(
+            user_id=int(payload["user_id"]),
+            code=int(payload["code"]),
+            room_id=None if room_id is None else int(room_id),
+        )
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"malformed command: {error!r}") from None
+
+
 def error_frame(code: str, detail: str, *, retry_after: float | None = None) -> str:
     """A refused client frame, and why. The socket stays open."""
     frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
@@ -200,3 +310,25 @@ def parse_client_frame(text_data: str | None, *, max_length: int) -> ClientFrame
     if kind == "delete":
         return Delete(id=_message_id(frame))
     raise ClientError("unknown_type", f"Unknown frame type {str(kind)[:40]!r}.")
+
+
+# --- the mirror ------------------------------------------------------------------------
+
+
+def mirror() -> dict[str, Any]:
+    """The vocabulary the browser mirrors: room.js's PROTOCOL block equals this
+    (tests/messages_app/test_protocol_mirror.py), as does tests/protocol.py."""
+    return {
+        "close": {
+            "unauthenticated": CLOSE_UNAUTHENTICATED,
+            "forbidden": CLOSE_FORBIDDEN,
+            "roomNotFound": CLOSE_ROOM_NOT_FOUND,
+            "tooSlow": CLOSE_TOO_SLOW,
+            "tooManySockets": CLOSE_TOO_MANY_SOCKETS,
+        },
+        "closeReasons": {str(code): text for code, text in sorted(CLOSE_REASONS.items())},
+        "finalCloseCodes": sorted(FINAL_CLOSE_CODES),
+        "errorCodes": sorted(ERROR_CODES),
+        "serverFrames": sorted(SERVER_FRAME_TYPES),
+        "clientFrames": sorted(CLIENT_FRAME_TYPES),
+    }

@@ -7,20 +7,18 @@ message or sends to a group on its own (docs/architecture.md).
 from __future__ import annotations
 
 import logging
-import os
-import queue
 import re
 import secrets
-import threading
 import unicodedata
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -218,6 +216,24 @@ def _broadcast_members(room_id: int) -> None:
     transaction.on_commit(send)
 
 
+def _close_member_sockets(room_id: int, user_id: int) -> None:
+    """After commit, close ``user_id``'s sockets of the room on every web process (4403).
+
+    Best effort here: the membership is gone either way, and every frame such a
+    socket still sends is refused (``not_member``).
+    """
+
+    def close() -> None:
+        try:
+            events.user_sockets_close(
+                user_id=user_id, code=protocol.CLOSE_FORBIDDEN, room_id=room_id
+            )
+        except Exception:
+            logger.exception("could not close the sockets of user %s in room %s", user_id, room_id)
+
+    transaction.on_commit(close)
+
+
 def _locked_room(room: Room) -> Room:
     return Room.objects.select_for_update().get(pk=room.pk)
 
@@ -319,9 +335,8 @@ def membership_remove(*, room: Room, user_id: Any, actor: User) -> None:
     if membership.role == MemberRole.OWNER and _owner_count(room) == 1:
         raise ClientError("last_owner", "The last owner of a room cannot be removed.")
     membership.delete()
-    # The removed user's open sockets are closed by the sessions-end work
-    # (CLOSE_FORBIDDEN); until then every frame of theirs is refused (not_member).
     _broadcast_members(room.pk)
+    _close_member_sockets(room.pk, membership.user_id)
 
 
 @transaction.atomic
@@ -337,6 +352,7 @@ def membership_leave(*, room: Room, user: User) -> None:
         )
     membership.delete()
     _broadcast_members(room.pk)
+    _close_member_sockets(room.pk, user.pk)
 
 
 # --- invites --------------------------------------------------------------------
@@ -561,9 +577,10 @@ def reply_claim(*, message_id: int, model: str) -> uuid.UUID | None:
     ).update(
         status=Status.STREAMING,
         attempt=attempt,
-        model=model,
+        model=_clean_model_name(model),
         version=F("version") + 1,
         updated_at=timezone.now(),
+        heartbeat_at=timezone.now(),
     )
     if not updated:
         return None
@@ -571,10 +588,12 @@ def reply_claim(*, message_id: int, model: str) -> uuid.UUID | None:
     return attempt
 
 
+# One append: the row moves from the version the writer holds to the next one, so a
+# statement sent twice (a retry after its result was lost) finds no row the second time.
 _APPEND_SQL = f"""
     UPDATE {Message._meta.db_table}
        SET body = body || %s, version = version + 1, updated_at = now()
-     WHERE id = %s AND attempt = %s AND status = 'streaming'
+     WHERE id = %s AND attempt = %s AND status = 'streaming' {{guard}}
  RETURNING version, char_length(body), room_id
 """  # noqa: S608 - the table name is ours, every value is a parameter
 
@@ -583,8 +602,9 @@ _APPEND_SQL = f"""
 _APPEND_MANY_SQL = f"""
     UPDATE {Message._meta.db_table} AS m
        SET body = m.body || a.text, version = m.version + 1, updated_at = now()
-      FROM (VALUES {{values}}) AS a (id, attempt, text)
-     WHERE m.id = a.id AND m.attempt = a.attempt AND m.status = 'streaming'
+      FROM (VALUES {{values}}) AS a (id, attempt, version, text)
+     WHERE m.id = a.id AND m.attempt = a.attempt AND m.version = a.version
+       AND m.status = 'streaming'
  RETURNING m.id, m.version, char_length(m.body), m.room_id
 """  # noqa: S608 - the table name is ours, every value is a parameter
 
@@ -595,43 +615,129 @@ class Appended:
     offset: int
 
 
+@dataclass(frozen=True)
+class ReplyAppend:
+    """One append of a streaming run: ``text`` after write number ``version`` of the row."""
+
+    message_id: int
+    attempt: uuid.UUID
+    version: int
+    text: str
+
+
+def clean_model_text(text: str) -> str:
+    """Text from the model as it can be stored: ``clean_text``, and no lone surrogates.
+
+    A JSON string may escape half a surrogate pair (``"\\ud800"``); Python decodes
+    it, but no UTF-8 (so no Postgres text) can hold it.
+    """
+    text = clean_text(text)
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        text = "".join(ch for ch in text if not "\ud800" <= ch <= "\udfff")
+    return text
+
+
 def reply_append(
-    *, message_id: int, attempt: uuid.UUID, text: str, batched: bool = False
+    *, message_id: int, attempt: uuid.UUID, text: str, version: int | None = None
 ) -> Appended | None:
     """Append ``text`` to a streaming reply in SQL and broadcast the delta.
 
     Returns None when the row is no longer this attempt's to write (cancelled,
-    finished, taken over): the caller stops. One UPDATE is atomic on its own, so
-    this is not wrapped in a transaction of its own: in autocommit the delta is
-    sent right after the statement commits, inside a caller's atomic block when
-    that commits.
-
-    ``batched`` (the streaming runs of a worker): the append is written by this
-    process's append thread together with those other runs queued meanwhile
-    (``_AppendQueue``); it returns, as here, once the row is committed and the
-    delta published. Inside an atomic block it is written here, in that block.
+    finished, taken over): the caller stops. With ``version`` (what the worker
+    always names) the append is written only over that version of the row, so it
+    is written at most once however often it is sent; a one-off write (the admin,
+    tests) may leave it out. One UPDATE is atomic on its own: in autocommit the
+    delta is sent right after the statement commits, inside a caller's atomic
+    block when that commits. The streaming runs of a worker write theirs in
+    batches instead (``reply_appends_write``, from ``worker/appends.py``).
     """
-    text = clean_text(text)
+    text = clean_model_text(text)
     if not text:
         return None if not _is_writable(message_id, attempt) else _current(message_id)
-    if batched and not connection.in_atomic_block:
-        return _appends.append(message_id, attempt, text)
-    row = _append_row(message_id, attempt, text)
+    guard = "" if version is None else "AND version = %s"
+    params: list[Any] = [text, message_id, attempt] + ([] if version is None else [version])
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND_SQL.format(guard=guard), params)
+        row = cursor.fetchone()
     if row is None:
         return None
-    appended, room_id, event = row
+    appended, room_id, event = _written(message_id, text, *row)
     transaction.on_commit(lambda: events.send_to_room(room_id, event))
     return appended
 
 
-def _append_row(
-    message_id: int, attempt: uuid.UUID, text: str
-) -> tuple[Appended, int, dict[str, Any]] | None:
-    """The UPDATE of one append: what it wrote, the room, and the delta to publish."""
-    with connection.cursor() as cursor:
-        cursor.execute(_APPEND_SQL, [text, message_id, attempt])
-        row = cursor.fetchone()
-    return None if row is None else _written(message_id, text, *row)
+def reply_appends_write(*, appends: list[ReplyAppend]) -> list[Appended | None]:
+    """Write the appends of several streaming replies (at most one each) exactly once,
+    in one statement, and publish their deltas after it commits.
+
+    Returns, for each, what it wrote (``Appended``), or None when the row is no
+    longer that attempt's (cancelled, finished, taken over). Safe to call again
+    with the same appends when a call's outcome is unknown (the connection broke
+    after the commit, publishing raised): an append the row already holds is
+    found by its version, reported as written and published again (clients drop
+    a delta whose version they hold), never written twice. Runs outside any
+    transaction (``reply_append`` is the one for a caller's atomic block).
+    """
+    appends = [replace(a, text=clean_model_text(a.text)) for a in appends]
+    to_write = [a for a in appends if a.text]
+    written: dict[int, tuple[int, int, int]] = {}
+    if to_write:
+        values = ", ".join(["(%s::bigint, %s::uuid, %s::integer, %s::text)"] * len(to_write))
+        params: list[Any] = []
+        for a in to_write:
+            params += [a.message_id, a.attempt, a.version, a.text]
+        with connection.cursor() as cursor:
+            cursor.execute(_APPEND_MANY_SQL.format(values=values), params)
+            written = {row[0]: row[1:] for row in cursor.fetchall()}
+    missing = [a.message_id for a in appends if a.message_id not in written]
+    current = (
+        {
+            row[0]: row[1:]
+            for row in Message.objects.filter(pk__in=missing)
+            .annotate(length=Length("body"))
+            .values_list("pk", "attempt", "status", "version", "length", "room_id")
+        }
+        if missing
+        else {}
+    )
+    results: list[Appended | None] = []
+    published: list[tuple[int, dict[str, Any]]] = []
+    for a in appends:
+        if a.message_id in written:
+            appended, room_id, event = _written(a.message_id, a.text, *written[a.message_id])
+        else:
+            found = _already_written(a, current.get(a.message_id))
+            if found is None:
+                results.append(None)
+                continue
+            appended, room_id, event = found
+        results.append(appended)
+        if event is not None:
+            published.append((room_id, event))
+    try:
+        events.send_to_rooms(published)
+    except Exception:
+        # The text is committed: a client that misses a delta repairs the gap by
+        # resyncing. Raising would make the caller send the appends again.
+        logger.exception("could not publish %s deltas", len(published))
+    return results
+
+
+def _already_written(
+    append: ReplyAppend, row: tuple[Any, ...] | None
+) -> tuple[Appended, int, dict[str, Any] | None] | None:
+    """An append the statement did not write, as the row tells: written before (its
+    version is the next one), nothing to write (empty), or None: not ours any more."""
+    if row is None:
+        return None
+    attempt, status, version, length, room_id = row
+    if attempt != append.attempt or status != Status.STREAMING:
+        return None
+    if not append.text and version == append.version:
+        return Appended(version=version, offset=length), room_id, None
+    if append.text and version == append.version + 1:
+        return _written(append.message_id, append.text, version, length, room_id)
+    return None
 
 
 def _written(
@@ -641,127 +747,6 @@ def _written(
     offset = length - len(text)
     event = events.delta_event(message_id=message_id, version=version, offset=offset, text=text)
     return Appended(version=version, offset=offset), room_id, event
-
-
-def _append_rows(
-    batch: list[_QueuedAppend],
-) -> list[tuple[Appended, int, dict[str, Any]] | None]:
-    """One UPDATE for the appends of several replies (at most one each)."""
-    values = ", ".join(["(%s::bigint, %s::uuid, %s::text)"] * len(batch))
-    params: list[Any] = []
-    for request in batch:
-        params += [request.message_id, request.attempt, request.text]
-    with connection.cursor() as cursor:
-        cursor.execute(_APPEND_MANY_SQL.format(values=values), params)
-        written = {row[0]: row[1:] for row in cursor.fetchall()}
-    return [
-        _written(r.message_id, r.text, *written[r.message_id]) if r.message_id in written else None
-        for r in batch
-    ]
-
-
-@dataclass(eq=False)
-class _QueuedAppend:
-    message_id: int
-    attempt: uuid.UUID
-    text: str
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Appended | None = None
-    error: BaseException | None = None
-
-
-class _AppendQueue:
-    """The appends of every streaming run of this process, written together.
-
-    A run queues its append and waits (each run has at most one queued, so a
-    batch holds at most one per reply). The append thread takes all that are
-    queued and writes them in one UPDATE (``_APPEND_MANY_SQL``): one round trip
-    and one commit, so one WAL flush, for all of them, on the one connection
-    this thread keeps; then publishes their deltas in one Redis round trip; then
-    lets the runs go on. When one run streams, that is the UPDATE
-    ``reply_append`` makes; with a hundred, the writes of a whole round of tokens
-    cost about one. Runs need no connection of their own while they stream
-    (chatsite/settings.py, the pool).
-    """
-
-    MAX_BATCH = 500
-    IDLE = 1.0  # seconds without appends before the connection goes back to the pool
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[_QueuedAppend] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-
-    def append(self, message_id: int, attempt: uuid.UUID, text: str) -> Appended | None:
-        request = _QueuedAppend(message_id, attempt, text)
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="reply-appends", daemon=True)
-                self._thread.start()
-        self._queue.put(request)
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        return request.result
-
-    def _run(self) -> None:
-        while True:
-            try:
-                first = self._queue.get(timeout=self.IDLE)
-            except queue.Empty:
-                connection.close()  # idle: back to the pool (or closed, without one)
-                first = self._queue.get()
-            batch = [first]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._write(batch)
-            except Exception as error:
-                connection.close()  # a broken connection is replaced on the next use
-                if len(batch) > 1:
-                    self._write_each(batch)  # one bad append must not fail the others
-                else:
-                    batch[0].error = error
-            finally:
-                for request in batch:
-                    request.done.set()
-
-    def _write(self, batch: list[_QueuedAppend]) -> None:
-        if len(batch) == 1:
-            rows = [_append_row(batch[0].message_id, batch[0].attempt, batch[0].text)]
-        else:
-            rows = _append_rows(batch)
-        self._publish(batch, rows)
-
-    def _write_each(self, batch: list[_QueuedAppend]) -> None:
-        for request in batch:
-            try:
-                row = _append_row(request.message_id, request.attempt, request.text)
-            except Exception as error:
-                connection.close()
-                request.error = error
-                continue
-            self._publish([request], [row])
-
-    @staticmethod
-    def _publish(
-        batch: list[_QueuedAppend], rows: list[tuple[Appended, int, dict[str, Any]] | None]
-    ) -> None:
-        """Committed: publish the deltas (in queue order) and hand each run its result."""
-        published = []
-        for request, row in zip(batch, rows, strict=True):
-            if row is not None:
-                request.result, room_id, event = row
-                published.append((room_id, event))
-        events.send_to_rooms(published)
-
-
-_appends = _AppendQueue()
 
 
 def _is_writable(message_id: int, attempt: uuid.UUID) -> bool:
@@ -789,27 +774,78 @@ def _close_reply(
     return message
 
 
+# What the model reports is stored only once checked: PositiveIntegerField holds
+# 0..2**31-1, the model name has a maximum length, text no NUL or lone surrogate.
+_MAX_TOKENS_FIGURE = 2**31 - 1
+_MAX_ERROR_LENGTH = 2000
+
+
+def _clean_model_name(model: Any) -> str:
+    if not isinstance(model, str):
+        return ""
+    name = " ".join(clean_model_text(model).split())
+    return name[: Message._meta.get_field("model").max_length]
+
+
+def _clean_token_count(value: Any) -> int | None:
+    """A usage figure as it can be stored: a whole number, at most 2**31-1; None for
+    anything else (negative, fractional, text, true/false)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    if value < 0:
+        return None
+    return min(int(value), _MAX_TOKENS_FIGURE)
+
+
+def clean_usage(usage: Any) -> dict[str, int | None]:
+    """The model's ``usage`` object reduced to the three figures we keep, each checked."""
+    usage = usage if isinstance(usage, dict) else {}
+    return {
+        key: _clean_token_count(usage.get(key))
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens")
+    }
+
+
 @transaction.atomic
 def reply_finish(
-    *, message_id: int, attempt: uuid.UUID, model: str = "", usage: dict[str, int] | None = None
+    *, message_id: int, attempt: uuid.UUID, model: Any = "", usage: Any = None
 ) -> Message | None:
-    """Mark a streamed reply done, with the model that wrote it and its token usage."""
-    usage = usage or {}
-    fields: dict[str, Any] = {
-        "prompt_tokens": usage.get("prompt_tokens"),
-        "completion_tokens": usage.get("completion_tokens"),
-        "total_tokens": usage.get("total_tokens"),
-    }
+    """Mark a streamed reply done, with the model that wrote it and its token usage.
+
+    Both come from the model and are cleaned first (``_clean_model_name``,
+    ``clean_usage``): an odd value is dropped, never a reason to fail.
+    """
+    fields: dict[str, Any] = clean_usage(usage)
+    model = _clean_model_name(model)
     if model:
         fields["model"] = model
     return _close_reply(message_id=message_id, attempt=attempt, status=Status.DONE, **fields)
 
 
 @transaction.atomic
-def reply_fail(*, message_id: int, attempt: uuid.UUID | None, error: str) -> Message | None:
+def reply_fail(*, message_id: int, attempt: uuid.UUID | None, error: Any) -> Message | None:
     """Mark an open reply failed with a readable reason; its partial text stays."""
-    error = clean_text(error)[:2000] or "The reply failed."
+    error = clean_model_text(error if isinstance(error, str) else "")[:_MAX_ERROR_LENGTH]
+    error = error.strip() or "The reply failed."
     return _close_reply(message_id=message_id, attempt=attempt, status=Status.FAILED, error=error)
+
+
+def replies_heartbeat(*, runs: list[tuple[int, uuid.UUID]]) -> int:
+    """Record that the runs ``(message id, attempt)`` are alive: ``heartbeat_at = now``.
+
+    One UPDATE for all of them. Not a change anyone sees (the watchdog reads it):
+    no version, no broadcast. Returns the rows written (streaming ones only).
+    """
+    if not runs:
+        return 0
+    alive = Q()
+    for message_id, attempt in runs:
+        alive |= Q(pk=message_id, attempt=attempt)
+    return Message.objects.filter(alive, status=Status.STREAMING).update(
+        heartbeat_at=timezone.now()
+    )
 
 
 @transaction.atomic
@@ -848,32 +884,39 @@ def reply_cancel(*, room: Room, message_id: Any, actor: User | None = None) -> M
     return closed
 
 
-def replies_fail_stale(*, older_than: timedelta) -> list[int]:
-    """Mark failed ("interrupted") every open reply not written for ``older_than``.
+def replies_fail_stale(*, stale_after: timedelta, queue_timeout: timedelta) -> list[int]:
+    """The watchdog: mark failed the open replies that no worker is running.
 
-    The watchdog for replies whose worker died: their partial text stays, and
-    every socket gets the final row. Rows another transaction holds are skipped
+    - streaming, with no heartbeat for ``stale_after``: its worker stopped
+      ("interrupted"); the partial text stays.
+    - pending for longer than ``queue_timeout``: no worker started it (the queue
+      was that long, or its task was lost), and the message says so. A reply
+      waiting behind busy threads is failed only past that timeout.
+
+    Every socket gets the final row. Rows another transaction holds are skipped
     (their owner is alive); each row is closed in its own transaction.
     """
-    cutoff = timezone.now() - older_than
+    now = timezone.now()
+    streaming = Q(status=Status.STREAMING) & (
+        Q(heartbeat_at__lt=now - stale_after)
+        | Q(heartbeat_at__isnull=True, updated_at__lt=now - stale_after)
+    )
+    queued = Q(status=Status.PENDING, updated_at__lt=now - queue_timeout)
+    stale = Message.objects.filter(streaming | queued, role=Role.ASSISTANT)
     failed = []
-    stale_ids = Message.objects.filter(
-        role=Role.ASSISTANT, status__in=OPEN_STATUSES, updated_at__lt=cutoff
-    ).values_list("pk", flat=True)
-    for message_id in list(stale_ids):
+    for message_id in list(stale.values_list("pk", flat=True)):
         with transaction.atomic():
-            row = (
-                Message.objects.select_for_update(skip_locked=True)
-                .filter(pk=message_id, status__in=OPEN_STATUSES, updated_at__lt=cutoff)
-                .first()
-            )
+            row = stale.select_for_update(skip_locked=True).filter(pk=message_id).first()
             if row is None:
                 continue
-            error = (
-                "The reply was interrupted (its worker stopped) and did not finish."
-                if row.status == Status.STREAMING
-                else "The reply never started (no worker took it)."
-            )
+            if row.status == Status.STREAMING:
+                error = "The reply was interrupted (its worker stopped) and did not finish."
+            else:
+                waited = queue_timeout.total_seconds()
+                error = (
+                    f"The reply waited more than {waited:g} seconds in the queue and no worker "
+                    "started it; ask again."
+                )
             if _close_reply(message_id=row.pk, attempt=None, status=Status.FAILED, error=error):
                 failed.append(row.pk)
     return failed

@@ -15,7 +15,9 @@
 #
 # Settings come from the environment, then from .env (ENV_FILE), which never
 # overrides a variable already set. Also: PORT (8000), HOST (127.0.0.1),
-# DEMO_PORT (8001), WORKER_CONCURRENCY (50), STOP_TIMEOUT (30).
+# DEMO_PORT (8001), WORKER_CONCURRENCY (50), STOP_TIMEOUT (30), DEMO_CONTROL (0;
+# 1 turns on the demo model's /_control endpoint, which its tests use: anyone
+# who reaches the port could then steer replies).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -33,6 +35,12 @@ PORT="${PORT:-8000}"
 HOST="${HOST:-127.0.0.1}"
 DEMO_PORT="${DEMO_PORT:-8001}"
 STOP_TIMEOUT="${STOP_TIMEOUT:-30}"
+DEMO_CONTROL="${DEMO_CONTROL:-0}"
+case "$DEMO_CONTROL" in
+  0) demo_flags=() ;;
+  1) demo_flags=(--control) ;;
+  *) say "DEMO_CONTROL must be 0 or 1, not '$DEMO_CONTROL'"; exit 1 ;;
+esac
 PY="$VENV/bin/python"
 export PYTHONUNBUFFERED=1
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-chatsite.settings}"
@@ -155,10 +163,11 @@ done
 if [ "$demo" = 1 ]; then
   say "no OPENAI_API_KEY: replies come from the local demo model (model \"demo\") on port $DEMO_PORT"
   # It ignores Ctrl-C (SIGINT): stop() ends it after the worker, see there.
-  start demo ignoring_sigint "$PY" -m worker.demo_llm --host 127.0.0.1 --port "$DEMO_PORT"
+  start demo ignoring_sigint "$PY" -m worker.demo_llm --host 127.0.0.1 --port "$DEMO_PORT" \
+    ${demo_flags[@]+"${demo_flags[@]}"}
 fi
-start worker "$VENV/bin/celery" -A chatsite worker --pool threads \
-  --concurrency "${WORKER_CONCURRENCY:-50}" --loglevel INFO -n "run-$$@%h"
+# Its pool (threads) and concurrency (WORKER_CONCURRENCY) come from the settings.
+start worker "$VENV/bin/celery" -A chatsite worker --loglevel INFO -n "run-$$@%h"
 # Celery beat only when a periodic task exists (CELERY_BEAT_SCHEDULE).
 if "$PY" -c 'import sys; from chatsite.celery import app; sys.exit(not app.conf.beat_schedule)'; then
   beat_state="$(mktemp -d)"  # beat's schedule file; removed by stop()

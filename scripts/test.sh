@@ -9,7 +9,8 @@ cd "$ROOT"
 source "$ROOT/scripts/bootstrap.sh"
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own
-# browsers here, CONVENTIONS.md); install it only when it is missing.
+# browsers on these machines: they reach no network but the package registries);
+# install it only when it is missing.
 if ! command -v chromium >/dev/null; then
   log "installing Debian's chromium for the browser tests"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

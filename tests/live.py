@@ -100,12 +100,13 @@ class Process:
 class ModelServer:
     """The project's OpenAI-compatible test server, as a process."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, control: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = Process(
             "model-server",
-            [PYTHON, "-m", "worker.demo_llm", "--port", str(self.port)],
+            [PYTHON, "-m", "worker.demo_llm", "--port", str(self.port)]
+            + (["--control"] if control else []),
             dict(os.environ),
             log_dir,
         )

@@ -2,7 +2,8 @@
 
 It keeps what a browser would hold per row, and records every rule the server
 breaks: a delta that leaves a gap, a repeated or backwards version, a frame of
-an unknown type.
+an unknown type. Heartbeats are recorded (``heartbeats``); ``behind`` says which
+rows a heartbeat shows the view to lack, as room.js judges it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,63 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+# The protocol's vocabulary, written out again on purpose: a test checks it equals
+# messages_app.protocol.mirror(), as room.js's PROTOCOL block does.
+MIRROR: dict[str, Any] = {
+    "close": {
+        "unauthenticated": 4401,
+        "forbidden": 4403,
+        "roomNotFound": 4404,
+        "tooSlow": 4408,
+        "tooManySockets": 4429,
+    },
+    "closeReasons": {
+        "4401": "You were signed out",
+        "4403": "You were removed from this room",
+        "4404": "This room no longer exists",
+        "4408": "Too slow: catching up",
+        "4429": "Too many open tabs",
+    },
+    "finalCloseCodes": [4401, 4403, 4404],
+    "errorCodes": [
+        "already_deleted",
+        "already_member",
+        "binary_frame",
+        "body_too_long",
+        "client_id_reused",
+        "empty_body",
+        "forbidden",
+        "frame_too_large",
+        "invalid_body",
+        "invalid_client_id",
+        "invalid_frame",
+        "invalid_granularity",
+        "invalid_id",
+        "invalid_invite",
+        "invalid_json",
+        "invalid_name",
+        "invalid_role",
+        "invalid_slug",
+        "invalid_text",
+        "invalid_visibility",
+        "invite_expired",
+        "last_owner",
+        "missing_body",
+        "missing_type",
+        "name_too_long",
+        "not_found",
+        "not_member",
+        "not_retryable",
+        "not_streaming",
+        "rate_limited",
+        "server_error",
+        "slug_taken",
+        "unknown_type",
+    ],
+    "serverFrames": ["delta", "error", "heartbeat", "members", "message", "snapshot"],
+    "clientFrames": ["cancel", "delete", "post"],
+}
 
 
 @dataclass
@@ -21,6 +79,7 @@ class RoomView:
     gaps: list[dict[str, Any]] = field(default_factory=list)
     stale: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    heartbeats: list[dict[str, Any]] = field(default_factory=list)
     snapshots: int = 0
     snapshot_rows: dict[int, dict[str, Any]] = field(default_factory=dict)
     # the latest member list (``members`` frames: someone joined, left, changed role)
@@ -58,6 +117,8 @@ class RoomView:
             self.errors.append(frame)
         elif kind == "members":
             self.members = frame["members"]
+        elif kind == "heartbeat":
+            self.heartbeats.append(frame)
         else:
             raise AssertionError(f"unknown frame type {kind!r}")
         return frame
@@ -74,3 +135,13 @@ class RoomView:
 
     def reply_ids(self) -> list[int]:
         return [mid for mid, row in self.rows.items() if row["role"] == "assistant"]
+
+    def behind(self, heartbeat: dict[str, Any]) -> set[int]:
+        """Rows held open that ``heartbeat`` does not list, or lists at a higher version."""
+        listed = {mid: version for mid, version in heartbeat["open"]}
+        return {
+            mid
+            for mid, row in self.rows.items()
+            if (mid not in listed and row["status"] in {"pending", "streaming"})
+            or listed.get(mid, 0) > row["version"]
+        }

@@ -43,10 +43,26 @@ class Socket:
     async def close(self) -> None:
         await self.connection.close()
 
+    async def closed_code(self, limit: float = 60) -> int:
+        """Apply frames until the server closes the socket; its close code."""
+        async with asyncio.timeout(limit):
+            try:
+                while True:
+                    self.view.apply(await self.connection.recv())
+            except websockets.ConnectionClosed as closed:
+                assert closed.rcvd is not None, "closed without a close frame"
+                return closed.rcvd.code
 
-async def open_socket(stack: Stack, room: Room, user: User) -> Socket:
-    cookie = await sync_to_async(session_cookie)(user)
-    return await Socket(stack.ws_url(room.slug), cookie, stack.http_url).open()
+
+async def open_socket(
+    stack: Stack, room: Room, user: User, *, port: int | None = None, cookie: str | None = None
+) -> Socket:
+    """A socket of ``user`` on ``room`` (on the web process at ``port``, else the stack's)."""
+    cookie = cookie or await sync_to_async(session_cookie)(user)
+    url = stack.ws_url(room.slug)
+    if port is not None:
+        url = url.replace(f":{stack.port}/", f":{port}/")
+    return await Socket(url, cookie, stack.http_url).open()
 
 
 async def wait_until_held(model_server: ModelServer, limit: float = 60) -> None:

@@ -5,7 +5,9 @@ It serves ``POST /v1/chat/completions`` (SSE when ``stream`` is true, ending wit
 ``stream_options.include_usage`` is set) and ``GET /v1/models``, with nothing
 but the standard library.
 
-What it says and how is controlled at start (flags) or at run time with
+What it says and how is controlled at start (flags) or, when started with
+``--control`` (tests and benchmarks only: anyone who reaches the port could
+steer the model and read what was said to it), at run time with
 ``POST /_control`` (a JSON object merged into the behaviour; ``{"reset": true}``
 restores the start-up one); ``GET /_control`` returns the behaviour and counters.
 
@@ -22,13 +24,23 @@ Behaviour keys:
 - ``malformed_after``: send a chunk that is not JSON after that many tokens.
 - ``hold_after``: after that many tokens, wait for ``{"release": true}`` (a test
   uses it to act at a known point mid-stream); then stream the rest.
+- ``model_name``: the ``model`` every chunk names (default: the requested one);
+  tests send odd ones (too long, NUL, lone surrogates).
+- ``usage``: figures that replace those of the usage chunk (negative, huge, text).
+- ``error_message``: the message of the ``error`` event of ``error_after``.
+- ``max_tokens`` of the request is honoured: the stream stops there with
+  ``finish_reason: "length"``, as OpenAI's does.
+
+Text (``text``, ``model_name``, ``error_message``) may hold what UTF-8 cannot
+(lone surrogates): such a chunk is sent with JSON's ``\\u`` escapes, as a server
+that relays broken text would.
 
 Every chunk carries ``x_emitted_at`` (Unix time, seconds) for latency measurement.
 ``GET /_emissions`` returns, for the most recent streams, the last user message
 (``key``), when the request arrived, and each content token with the time it was
 emitted, so a benchmark can tell when the last token of any text it receives left
 the model (all processes of one machine share the clock); ``?clear=1`` empties
-the log afterwards.
+the log afterwards. Without ``--control`` both answer 404.
 
 Run: ``python -m worker.demo_llm --port 8001``.
 """
@@ -68,6 +80,9 @@ class Behaviour:
     error_after: int = -1
     malformed_after: int = -1
     hold_after: int = -1
+    model_name: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    error_message: str = "demo stream error"
 
 
 @dataclass
@@ -107,7 +122,8 @@ def demo_reply(messages: list[dict[str, Any]]) -> str:
 
 
 class ModelServer:
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, *, control: bool = False) -> None:
+        self.control_enabled = control
         self.initial = behaviour
         self.behaviour = replace(behaviour)
         self.stats = Stats()
@@ -147,6 +163,10 @@ class ModelServer:
     ) -> bool:
         path, _, query = path.partition("?")
         path = path.rstrip("/")
+        if path in ("/_emissions", "/_control") and not self.control_enabled:
+            return await _send_json(
+                writer, 404, {"error": {"message": f"{path} is off (start with --control)"}}
+            )
         if path == "/_emissions" and method == "GET":
             streams = list(self.emissions)
             if "clear=1" in query.split("&"):
@@ -229,7 +249,11 @@ class ModelServer:
             )
         text = b.text or demo_reply(messages)
         tokens = tokenize(text)
-        model = request.get("model") or DEMO_MODEL
+        max_tokens = request.get("max_tokens")
+        cut = isinstance(max_tokens, int) and 0 < max_tokens < len(tokens)
+        if cut:
+            tokens = tokens[:max_tokens]
+        model = b.model_name or request.get("model") or DEMO_MODEL
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
@@ -237,6 +261,7 @@ class ModelServer:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(tokens),
             "total_tokens": prompt_tokens + len(tokens),
+            **b.usage,
         }
         if not request.get("stream"):
             return await _send_json(
@@ -280,6 +305,7 @@ class ModelServer:
                 created,
                 usage if include_usage else None,
                 log,
+                "length" if cut else "stop",
             )
         )
         # The client closing its end (a cancel) shows as EOF on the reader.
@@ -308,6 +334,7 @@ class ModelServer:
         created: int,
         usage: dict[str, int] | None,
         log: dict[str, Any],
+        finish_reason: str = "stop",
     ) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -323,7 +350,7 @@ class ModelServer:
         def chunk(
             delta: dict[str, Any], finish: str | None = None, emitted_at: float | None = None
         ) -> str:
-            return json.dumps(
+            return _json(
                 {
                     "id": completion_id,
                     "object": "chat.completion.chunk",
@@ -331,8 +358,7 @@ class ModelServer:
                     "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                     "x_emitted_at": time.time() if emitted_at is None else emitted_at,
-                },
-                ensure_ascii=False,
+                }
             )
 
         interval = 1.0 / b.tokens_per_second if b.tokens_per_second > 0 else 0.0
@@ -352,7 +378,7 @@ class ModelServer:
                 await asyncio.sleep(3600)
             if index == b.error_after:
                 await event(
-                    json.dumps({"error": {"message": "demo stream error", "type": "server_error"}})
+                    json.dumps({"error": {"message": b.error_message, "type": "server_error"}})
                 )
                 break
             if index == b.malformed_after:
@@ -367,17 +393,27 @@ class ModelServer:
             log["emitted_at"].append(emitted_at)
             await event(chunk({"content": token}, emitted_at=emitted_at))
         else:
-            await event(chunk({}, "stop"))
+            await event(chunk({}, finish_reason))
             if usage is not None:
                 payload = json.loads(chunk({}))
                 payload["choices"] = []
                 payload["usage"] = usage
-                await event(json.dumps(payload))
+                await event(_json(payload))
         await event("[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         self.stats.streams_completed += 1
         return True
+
+
+def _json(payload: dict[str, Any]) -> str:
+    """JSON as UTF-8 text where it can be, with ``\\u`` escapes where it cannot."""
+    text = json.dumps(payload, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(payload)
+    return text
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] | None:
@@ -409,8 +445,8 @@ async def _send_json(writer: asyncio.StreamWriter, status: int, payload: dict[st
     return True
 
 
-async def serve(host: str, port: int, behaviour: Behaviour) -> None:
-    server_state = ModelServer(behaviour)
+async def serve(host: str, port: int, behaviour: Behaviour, *, control: bool = False) -> None:
+    server_state = ModelServer(behaviour, control=control)
     server = await asyncio.start_server(server_state.handle, host, port)
     sockets = ", ".join(str(s.getsockname()) for s in server.sockets)
     logger.info("demo model server on %s (OpenAI-compatible, /v1/chat/completions)", sockets)
@@ -426,6 +462,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text", default="", help="the reply (default: a demo reply)")
     parser.add_argument("--tokens-per-second", type=float, default=20.0)
     parser.add_argument("--first-token-delay", type=float, default=0.2)
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="serve /_control and /_emissions (tests and benchmarks only)",
+    )
     args = parser.parse_args(argv)
     if args.tokens_per_second < 0 or args.first_token_delay < 0:
         parser.error("rates and delays must not be negative")
@@ -438,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
         first_token_delay=args.first_token_delay,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, behaviour))
+        asyncio.run(serve(args.host, args.port, behaviour, control=args.control))
 
 
 if __name__ == "__main__":

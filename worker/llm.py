@@ -41,8 +41,9 @@ class Piece:
     """One streamed chunk: text to show, and/or the final usage and model name."""
 
     text: str = ""
-    usage: dict[str, int] | None = None
-    model: str = ""
+    usage: dict[str, Any] | None = None
+    model: Any = ""  # as the model sent it: the services clean it before it is stored
+    finish_reason: str = ""
 
 
 def endpoint() -> Endpoint:
@@ -130,13 +131,17 @@ def _piece(chunk: Any) -> Piece:
     usage = chunk.get("usage")
     choices = chunk.get("choices") or []
     text = ""
+    finish_reason = ""
     if choices:
         delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
         text = (delta or {}).get("content") or ""
+        reason = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
+        finish_reason = reason if isinstance(reason, str) else ""
     if not isinstance(text, str):
         raise ValueError("a stream chunk's content must be text")
     return Piece(
         text=text,
+        finish_reason=finish_reason,
         usage={
             "prompt_tokens": usage.get("prompt_tokens"),
             "completion_tokens": usage.get("completion_tokens"),
@@ -264,6 +269,9 @@ class ChatStream:
                         "messages": self.messages,
                         "stream": True,
                         "stream_options": {"include_usage": True},
+                        # The bound of every reply (GPT_MAX_REPLY_TOKENS); a reply
+                        # that reaches it ends with finish_reason "length".
+                        "max_tokens": settings.GPT_MAX_REPLY_TOKENS,
                     },
                     cast_to=object,
                     stream=True,
@@ -293,7 +301,7 @@ class ChatStream:
                 if self.closed:
                     return
                 piece = _piece(chunk)
-                if piece.text or piece.usage:
+                if piece.text or piece.usage or piece.finish_reason:
                     yield piece
         except (openai.OpenAIError, httpx.HTTPError, ValueError) as error:
             if self.closed:

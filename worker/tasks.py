@@ -19,5 +19,8 @@ def stream_reply(message_id: int) -> str:
 
 @shared_task(name="worker.tasks.fail_stale_replies")
 def fail_stale_replies() -> list[int]:
-    """The watchdog (Celery beat): fail open replies whose last write is too old."""
-    return services.replies_fail_stale(older_than=timedelta(seconds=settings.GPT_STALE_AFTER))
+    """The watchdog (Celery beat): fail the open replies no worker is running."""
+    return services.replies_fail_stale(
+        stale_after=timedelta(seconds=settings.GPT_STALE_AFTER),
+        queue_timeout=timedelta(seconds=settings.GPT_QUEUE_TIMEOUT),
+    )

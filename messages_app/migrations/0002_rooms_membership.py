@@ -34,7 +34,7 @@ def _memberships_from_history(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messages_app", "0001_initial"),
+        ("messages_app", "0002_message_heartbeat"),
     ]
 
     operations = [

@@ -18,8 +18,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-# The Compose Specification's JSON Schema: in CI, shared/ lies beside the clone.
-COMPOSE_SCHEMA = ROOT.parent / "shared" / "data" / "compose-spec.json"
+# The Compose Specification's JSON Schema, kept in the repository with its licence
+# (tests/deploy/data/compose-spec/README.md says where it comes from).
+COMPOSE_SCHEMA = ROOT / "tests" / "deploy" / "data" / "compose-spec" / "compose-spec.json"
 
 _VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})"

@@ -63,6 +63,7 @@ FOREIGN = ("DJANGO_", "OPENAI_", "GPT_", "CELERY_", "CHANNEL_", "DATABASE_", "RE
 class ComposeRun:
     env: dict[str, str]  # the app services' environment, mapped to this machine
     commands: dict[str, list[str]]  # service -> argv, mapped to this machine
+    healthchecks: dict[str, list[str]]  # service -> its healthcheck's argv, mapped
     processes: dict[str, live.Process]
     web_port: int
     demo_port: int
@@ -94,20 +95,38 @@ class ComposeRun:
             check=False,
         )
 
+    def probe(self, service: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        """Run the service's healthcheck as Docker would, inside its container."""
+        return subprocess.run(  # noqa: S603 - the compose file's own command
+            [*self.healthchecks[service], *extra],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {name} ---\n{process.log()[-3000:]}" for name, process in self.processes.items()
         )
 
 
-def localize(argv: list[str], ports: dict[str, int]) -> list[str]:
-    """A container's command as it runs here: on loopback, its ports mapped to free ones."""
+def localize(argv: list[str], ports: dict[str, int], tmp: Path) -> list[str]:
+    """A container's command as it runs here: on loopback, its ports mapped to free ones,
+    its /tmp (each container's own) to a folder of this test's."""
     mapped = []
     for word in argv:
         if word == "0.0.0.0":  # noqa: S104 - what the compose file says, replaced
             word = "127.0.0.1"
         elif word in ports:
             word = str(ports[word])
+        elif word.startswith("/tmp/"):  # noqa: S108 - the container's path, replaced
+            word = str(tmp / word.removeprefix("/tmp/"))
+        else:
+            for port, here in ports.items():
+                word = word.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{here}/")
         mapped.append(word)
     return mapped
 
@@ -164,13 +183,24 @@ def compose_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeRun
         collect[1], cwd=ROOT, env={**env, **collect[0]}, check=True, timeout=120
     )
 
+    container_tmp = tmp_path_factory.mktemp("container-tmp")
     commands = {
-        name: localize(as_argv(service.get("command", [])), ports)
+        name: localize(as_argv(service.get("command", [])), ports, container_tmp)
         for name, service in services.items()
     }
+    healthchecks = {
+        name: localize(as_argv(service["healthcheck"]["test"])[1:], ports, container_tmp)
+        for name, service in services.items()
+        if "healthcheck" in service
+    }
+    # The compose file keeps the demo model's control endpoint off; this test
+    # steers the model (a held stream, a failure), as only tests may.
+    assert "--control" not in commands["demo-model"]
+    commands["demo-model"].append("--control")
     run = ComposeRun(
         env=env,
         commands=commands,
+        healthchecks=healthchecks,
         processes={},
         web_port=web_port,
         demo_port=demo_port,
@@ -252,6 +282,30 @@ def test_compose_migrate_service_fails_on_a_bad_admin_password(
     assert not query(
         compose_run.database_url, "SELECT 1 FROM messages_app_user WHERE username = 'second'"
     )
+
+
+def test_compose_healthchecks_pass_while_every_service_runs(compose_run: ComposeRun) -> None:
+    assert set(compose_run.healthchecks) == {"web", "worker", "beat", "demo-model"}
+    # Inside its container the web probe's default URL names port 8000, the port of
+    # the web command; here that port is mapped to the test's own.
+    extra = {"web": ["--url", f"{compose_run.base_url}/healthz"]}
+    for service in compose_run.healthchecks:
+        result = compose_run.probe(service, *extra.get(service, []))
+        assert result.returncode == 0, f"{service}: {result.stderr}\n{compose_run.logs()}"
+        assert result.stdout.strip() == "healthy"
+
+
+def test_compose_healthchecks_fail_with_the_reason(compose_run: ComposeRun) -> None:
+    closed = live.free_port()
+    cases = {
+        "web": ["--url", f"http://127.0.0.1:{closed}/healthz"],
+        "worker": ["--node", "celery@no-such-container", "--timeout", "1"],
+        "beat": ["--pidfile", str(Path(compose_run.env["DJANGO_STATIC_ROOT"]) / "none.pid")],
+    }
+    for service, extra in cases.items():
+        result = compose_run.probe(service, *extra)
+        assert result.returncode == 1, service
+        assert result.stderr.startswith("unhealthy: "), result.stderr
 
 
 def test_compose_web_serves_static_files_through_whitenoise(compose_run: ComposeRun) -> None:

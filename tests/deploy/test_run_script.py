@@ -100,6 +100,8 @@ def run_env(database: str, tmp_path: Path) -> dict[str, str]:
         {
             "PORT": str(live.free_port()),
             "DEMO_PORT": str(live.free_port()),
+            # These tests steer the demo model (its /_control is off by default).
+            "DEMO_CONTROL": "1",
             "DATABASE_URL": database_url(database),
             "REDIS_URL": settings.REDIS_URL,
             "CELERY_TASK_QUEUE": queue,
@@ -310,6 +312,7 @@ async def test_run_script_uses_openai_base_url_instead_of_the_demo(
             "DJANGO_SUPERUSER_PASSWORD is empty or unset",
         ),
         ({"DATABASE_URL": "mysql://localhost/chat"}, "DATABASE_URL must be a postgres:// URL"),
+        ({"DEMO_CONTROL": "yes"}, "DEMO_CONTROL must be 0 or 1, not 'yes'"),
     ],
 )
 def test_run_script_stops_before_starting_on_bad_settings(

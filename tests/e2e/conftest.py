@@ -1,15 +1,14 @@
 """Headless Chromium (Playwright) against the real stack: daphne, Celery, Redis, Postgres.
 
 Playwright cannot download its browsers here: it drives Debian's ``chromium``
-(CONVENTIONS.md, pitfalls). Every room page is served under a strict
-Content-Security-Policy that forbids inline script (added here, in the browser,
-when the app sends none), and a page that breaks it, or throws, fails its test.
+(the machines this runs on reach no network but the package registries).
+Every room page is served under a strict Content-Security-Policy that forbids
+inline script (added here, in the browser, when the app sends none), and a page
+that breaks it, or throws, fails its test.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,17 +29,8 @@ from playwright.sync_api import (
 
 from messages_app.models import User
 from tests.conftest import Stack, session_cookie
+from tests.e2e.render_page import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 # Generous: a slow machine must never fail a test, only make it slower.
 TIMEOUT_MS = 30_000
 CSP = (
@@ -63,8 +53,8 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     # Playwright's sync API runs an event loop in this thread, so Django's ORM
-    # refuses sync calls from tests and fixtures unless told it is safe
-    # (CONVENTIONS.md). Only for this module; the served app never gets it.
+    # refuses sync calls from tests and fixtures unless told it is safe.
+    # Only for this module; the served app never gets it.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         with sync_playwright() as instance:

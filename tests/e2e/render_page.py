@@ -4,9 +4,24 @@ server. The exactness tests render into it directly."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page
+
+# Debian's Chromium (Playwright cannot download its own browsers here), with
+# the flags that keep it off the network this machine does not reach.
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 STATIC = Path(__file__).resolve().parents[2] / "messages_app" / "static" / "messages_app"
 # In the order the room template loads them.

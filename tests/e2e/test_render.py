@@ -10,13 +10,15 @@ container's DOM with a full render of the same text after every cut and at the e
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 
 from bench.replies import long_reply
+from tests.e2e.conftest import wait_until
 from tests.e2e.render_page import check_cuts, markdown_page
 from worker.demo_llm import tokenize
 
@@ -175,3 +177,88 @@ def test_live_render_of_a_long_reply_at_token_cuts_keeps_all_but_its_open_end(
     # What is rendered again on each delta is the open end only: the blocks before
     # the last safe cut are kept, so all but a short end of the reply is kept.
     assert len(text) - int(result["kept"]) < 1_000
+
+
+# --- the room page, five long replies at once --------------------------------------
+
+# Wraps ChatMarkdown.live before any reply row exists, to count, per animation
+# frame, how many times each row's body is rendered, and records the browser's
+# long tasks (reported, never asserted: a slow machine must not fail a test).
+COUNT_RENDERS = """
+() => {
+  window.__frame = 0;
+  window.__rendersPerFrame = {};
+  window.__longTasks = [];
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) window.__longTasks.push(entry.duration);
+  }).observe({ type: "longtask" });
+  const tick = () => { window.__frame++; requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+  const live = ChatMarkdown.live;
+  let next = 0;
+  ChatMarkdown.live = (container) => {
+    const renderer = live(container);
+    const id = next++;
+    const update = renderer.update.bind(renderer);
+    renderer.update = (text) => {
+      const key = `${window.__frame}:${id}`;
+      window.__rendersPerFrame[key] = (window.__rendersPerFrame[key] || 0) + 1;
+      return update(text);
+    };
+    return renderer;
+  };
+}
+"""
+
+# Each reply's body in the page against a full render of the row's text.
+FULL_RENDER_DIFFS = """
+(bodies) => bodies.filter(([id, text]) => {
+  const shown = document.querySelector(`article[data-message-id="${id}"] .msg__body`);
+  const full = document.createElement("div");
+  full.replaceChildren(ChatMarkdown.render(text));
+  return !shown || shown.innerHTML !== full.innerHTML;
+}).map(([id]) => id)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_five_long_replies_stream_into_one_page_rendered_once_per_frame_and_exactly(
+    browsing: Any, model_server: Any, make_user: Any
+) -> None:
+    from messages_app.models import Message, Room, Status
+
+    text = long_reply(6_000, seed=7)
+    users = [make_user(f"asker{n}", f"Asker {n}") for n in range(5)]
+    room = Room.objects.create(name="Long answers", slug="long-answers", granularity="token")
+    watcher = browsing.room(users[0], room.slug)
+    watcher.evaluate(COUNT_RENDERS)
+    model_server.control(text=text, tokens_per_second=0, first_token_delay=0, hold_after=0)
+    askers = [browsing.room(user, room.slug) for user in users[1:]]
+    for page in (watcher, *askers):
+        box = page.get_by_role("textbox", name="Message", exact=True)
+        box.fill("@gpt a long answer, please")
+        box.press("Enter")
+        expect(box).to_have_value("")
+    # All five are claimed and held before their first token, then go at once.
+    wait_until(lambda: model_server.stats()["held_streams"] == 5)
+    model_server.control(release=True)
+
+    wait_until(
+        lambda: (
+            Message.objects.filter(room=room, role="assistant", status=Status.DONE).count() == 5
+        ),
+        timeout=180,
+    )
+    replies = list(Message.objects.filter(room=room, role="assistant").order_by("id"))
+    assert [r.body for r in replies] == [text] * 5
+    for reply in replies:
+        expect(watcher.locator(f'article[data-message-id="{reply.id}"]')).to_have_attribute(
+            "data-status", "done", timeout=120_000
+        )
+    assert watcher.evaluate(FULL_RENDER_DIFFS, [[r.id, r.body] for r in replies]) == []
+    renders = watcher.evaluate("window.__rendersPerFrame")
+    assert renders, "no reply was rendered through ChatMarkdown.live"
+    assert max(renders.values()) == 1, "a row's body was rendered twice in one frame"
+    long_tasks = watcher.evaluate("window.__longTasks")
+    print(f"long tasks (> 50 ms) while five replies streamed: {long_tasks}")  # noqa: T201

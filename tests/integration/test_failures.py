@@ -85,7 +85,12 @@ async def test_worker_killed_mid_stream_is_failed_by_the_watchdog(
     # when the worker dies without a chance to clean up
     stack.worker.kill()
     # and a worker with Celery beat (the watchdog) runs, with a short stale limit
-    env = {**stack.env, "GPT_STALE_AFTER": "2", "GPT_WATCHDOG_INTERVAL": "0.5"}
+    env = {
+        **stack.env,
+        "GPT_STALE_AFTER": "2",
+        "GPT_WATCHDOG_INTERVAL": "0.5",
+        "GPT_HEARTBEAT_INTERVAL": "0.5",
+    }
     schedule = str(log_dir / "beat-schedule")
     watchdog = live.celery_worker(env, log_dir, name="watchdog", extra_args=("-B", "-s", schedule))
     watchdog.start()

@@ -1,15 +1,18 @@
 """The whole stack as processes: daphne, a Celery worker, the model server over HTTP,
-Postgres and the Redis channel layer. Sockets are real WebSocket clients."""
+Postgres and Redis. Sockets are real WebSocket clients. The main test runs with
+daphne's fast write path on (the stack's web process) and off (a second one)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from messages_app.models import Message, Room, Status, User
+from tests import live
 from tests.conftest import Stack
 from tests.live import ModelServer
 from tests.sockets import open_socket, reply_finished, wait_for_reply_id, wait_until_held
@@ -24,6 +27,30 @@ REPLY = (
     "- one\n- two\n\nThat's all?! Yes."
 )
 HOLD_AFTER = 15  # the model pauses after this many tokens until released
+
+
+@pytest.fixture(scope="module")
+def web_without_fast_path(stack: Stack) -> Iterator[int]:
+    """A web process with CHAT_DAPHNE_FAST_PATH off: frames go through the ASGI send."""
+    port = live.free_port()
+    web = live.daphne(
+        {**stack.env, "CHAT_DAPHNE_FAST_PATH": "false"}, stack.log_dir, port, name="web-plain"
+    )
+    with live.running(web):
+        web.start()
+        assert web.popen is not None
+        live.wait_for_port(port, web.popen)
+        yield port
+
+
+@pytest.fixture(params=["fast-path", "asgi-send"])
+def web_port(request: pytest.FixtureRequest, stack: Stack) -> int:
+    if request.param == "fast-path":
+        assert "daphne fast path: on" in stack.web.log()
+        return stack.port
+    port = request.getfixturevalue("web_without_fast_path")
+    assert "daphne fast path: off" in (stack.log_dir / "web-plain.log").read_text()
+    return port
 
 
 def expected_writes(granularity: str) -> int:
@@ -50,6 +77,7 @@ async def test_reply_streams_to_every_socket_and_a_late_socket_resumes_mid_strea
     bob: User,
     make_user: Any,
     granularity: str,
+    web_port: int,
 ) -> None:
     # given a room with this granularity and two watching sockets
     room = await sync_to_async(Room.objects.create)(
@@ -59,8 +87,8 @@ async def test_reply_streams_to_every_socket_and_a_late_socket_resumes_mid_strea
     model_server.control(
         text=REPLY, tokens_per_second=200, first_token_delay=0, hold_after=HOLD_AFTER
     )
-    a = await open_socket(stack, room, alice)
-    b = await open_socket(stack, room, bob)
+    a = await open_socket(stack, room, alice, port=web_port)
+    b = await open_socket(stack, room, bob, port=web_port)
 
     # when A asks @gpt
     await a.send({"type": "post", "body": "@gpt what's the plan?", "client_id": str(uuid.uuid4())})
@@ -69,7 +97,7 @@ async def test_reply_streams_to_every_socket_and_a_late_socket_resumes_mid_strea
     # and a third socket connects while the model is paused mid-reply
     await a.until(lambda view: len(view.body(reply_id)) > 0)
     await wait_until_held(model_server)
-    c = await open_socket(stack, room, carol)
+    c = await open_socket(stack, room, carol, port=web_port)
     snapshot_row = c.view.snapshot_rows[reply_id]
     assert snapshot_row["status"] == "streaming"
     assert 0 < len(snapshot_row["body"]) < len(REPLY)

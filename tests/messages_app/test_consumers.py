@@ -31,6 +31,12 @@ async def connect(
     return WebsocketCommunicator(application, f"/ws/rooms/{slug or room.slug}/", headers=headers)
 
 
+@pytest.fixture(autouse=True)
+def _rare_heartbeats(settings: Any) -> None:
+    """Heartbeats (tests/messages_app/realtime) would interleave with the frames here."""
+    settings.CHAT_RECONCILE_SECONDS = 300.0
+
+
 @pytest.fixture
 async def socket(room: Room, alice: User) -> AsyncIterator[WebsocketCommunicator]:
     communicator = await connect(room, alice)
@@ -43,7 +49,11 @@ async def socket(room: Room, alice: User) -> AsyncIterator[WebsocketCommunicator
 
 
 async def receive(communicator: WebsocketCommunicator) -> dict[str, Any]:
-    return await communicator.receive_json_from(timeout=5)
+    """The next frame other than a heartbeat (those come every CHAT_RECONCILE_SECONDS)."""
+    while True:
+        frame = await communicator.receive_json_from(timeout=5)
+        if frame["type"] != "heartbeat":
+            return frame
 
 
 async def test_consumer_sends_a_snapshot_of_the_newest_messages_in_order(
@@ -117,8 +127,13 @@ async def test_consumer_post_is_stored_and_broadcast_to_every_socket(
     client_id = str(uuid.uuid4())
     await socket.send_json_to({"type": "post", "body": "hi @gpt", "client_id": client_id})
     for communicator in (socket, other):
-        user_frame = await receive(communicator)
-        reply_frame = await receive(communicator)
+        # (Bob's own socket may hear of his joining too: members frames are skipped.)
+        frames = [f for f in [await receive(communicator)] if f["type"] != "members"]
+        while len(frames) < 2:
+            frame = await receive(communicator)
+            if frame["type"] != "members":
+                frames.append(frame)
+        user_frame, reply_frame = frames
         assert user_frame["type"] == "message"
         assert (user_frame["message"]["body"], user_frame["message"]["client_id"]) == (
             "hi @gpt",
@@ -268,3 +283,70 @@ async def test_consumer_rate_limit_is_an_error_frame_and_stores_nothing(
     error = await receive(socket)
     assert (error["type"], error["code"]) == ("error", "rate_limited")
     assert await sync_to_async(Message.objects.count)() == 2
+
+
+# --- the connection's plumbing: nothing left behind, closes from the hub ---------------
+
+
+async def test_consumer_whose_snapshot_fails_leaves_nothing_in_the_hub(
+    room: Room, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from messages_app import consumers
+    from messages_app.realtime.hub import hub
+
+    def broken(**kwargs: Any) -> list[dict[str, Any]]:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(consumers, "room_snapshot", broken)
+    communicator = await connect(room, alice)
+    with pytest.raises(RuntimeError, match="went away"):
+        await communicator.connect()
+        await communicator.receive_output(timeout=5)
+    assert hub().rooms == {} and hub().users == {}
+
+
+async def test_consumer_whose_subscription_times_out_leaves_nothing_in_the_hub(
+    room: Room, alice: User, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    from messages_app.realtime import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "SUBSCRIBE_TIMEOUT", 0.3)
+    settings.CHAT_EVENTS_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    communicator = await connect(room, alice)
+    with pytest.raises(TimeoutError):
+        await communicator.connect(timeout=10)
+        await communicator.receive_output(timeout=10)
+    assert hub_module.hub().rooms == {} and hub_module.hub().users == {}
+
+
+async def test_consumer_refused_for_its_session_never_joins_the_hub(room: Room) -> None:
+    from messages_app.realtime.hub import hub
+
+    communicator = await connect(room, None)
+    connected, code = await communicator.connect()
+    assert (connected, code) == (False, 4401)
+    assert hub().rooms == {}
+
+
+async def test_consumer_closed_by_user_sockets_close_gets_its_code_and_leaves_the_hub(
+    room: Room, alice: User, bob: User
+) -> None:
+    from messages_app import events
+    from messages_app.realtime.hub import hub
+
+    # Bob is a member already: opening the room broadcasts no members frame.
+    await sync_to_async(services.membership_add)(room=room, user=bob)
+    mine = await connect(room, alice)
+    theirs = await connect(room, bob)
+    for communicator in (mine, theirs):
+        assert (await communicator.connect())[0]
+        assert (await receive(communicator))["type"] == "snapshot"
+    await sync_to_async(events.user_sockets_close)(user_id=alice.pk, code=4401)
+    closed = await mine.receive_output(timeout=10)
+    assert closed == {"type": "websocket.close", "code": 4401}
+    await mine.wait(timeout=5)
+    # the other user's socket is untouched
+    await sync_to_async(services.message_post)(room=room, author=bob, body="still live")
+    assert (await receive(theirs))["message"]["body"] == "still live"
+    assert {m.user_id for m in hub().rooms[room.pk]} == {bob.pk}
+    await theirs.disconnect()

@@ -11,7 +11,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BEFORE = [("messages_app", "0001_initial")]
+BEFORE = [("messages_app", "0002_message_heartbeat")]
 AFTER = [("messages_app", "0002_rooms_membership")]
 
 

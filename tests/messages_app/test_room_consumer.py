@@ -60,6 +60,31 @@ async def test_consumer_opening_a_public_room_makes_a_member(room: Room, bob: Us
     await communicator.disconnect()
 
 
+async def test_consumer_removal_closes_the_removed_members_socket_with_4403(
+    private: Room, alice: User, bob: User
+) -> None:
+    await sync_to_async(services.membership_add)(room=private, user=bob)
+    watcher = await opened(private, alice)
+    communicator = await opened(private, bob)
+    await sync_to_async(services.membership_remove)(room=private, user_id=bob.pk, actor=alice)
+    while True:
+        output = await communicator.receive_output(timeout=10)
+        if output["type"] == "websocket.close":
+            break
+    assert output["code"] == 4403
+    # The owner's socket stays, and hears the new member list.
+    frame = await until_type(watcher, "members")
+    assert [m["name"] for m in frame["members"]] == ["Alice"]
+    await watcher.disconnect()
+
+
+@pytest.fixture
+def missed_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the close command never reached this process: the frame check must hold."""
+    monkeypatch.setattr(services.events, "user_sockets_close", lambda **kwargs: None)
+
+
+@pytest.mark.usefixtures("missed_close")
 async def test_consumer_refuses_posts_after_removal_on_the_same_socket(
     private: Room, alice: User, bob: User
 ) -> None:
@@ -74,6 +99,7 @@ async def test_consumer_refuses_posts_after_removal_on_the_same_socket(
     await communicator.disconnect()
 
 
+@pytest.mark.usefixtures("missed_close")
 async def test_consumer_refuses_cancel_and_delete_after_leaving(
     room: Room, alice: User, bob: User
 ) -> None:

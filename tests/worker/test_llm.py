@@ -16,11 +16,13 @@ def test_piece_takes_text_usage_and_model() -> None:
     )
 
 
-def test_piece_of_a_role_or_finish_chunk_is_empty() -> None:
+def test_piece_of_a_role_or_finish_chunk_has_no_text() -> None:
     assert llm._piece({"choices": [{"delta": {"role": "assistant", "content": None}}]}) == (
         llm.Piece()
     )
-    assert llm._piece({"choices": [{"delta": {}, "finish_reason": "stop"}]}) == llm.Piece()
+    assert llm._piece({"choices": [{"delta": {}, "finish_reason": "stop"}]}) == llm.Piece(
+        finish_reason="stop"
+    )
 
 
 @pytest.mark.parametrize("chunk", [[1, 2], "text", {"choices": [{"delta": {"content": 7}}]}])

@@ -9,7 +9,14 @@
  * - "delta" is dropped when its version is not above the one held, applied when
  *   its offset is the length of the held text, and anything else is a gap that
  *   is repaired by reconnecting (the fresh snapshot is authoritative);
- * - "error" answers a frame of ours: the post in flight, or a cancel.
+ * - "heartbeat" lists the room's open rows and their versions: a row the page
+ *   holds open that is not listed, or holds at a lower version, twice in a row
+ *   (so that frames still on their way are not taken for lost), is a gap too;
+ * - "error" answers a frame of ours: the post in flight, or a cancel
+ *   ("not_streaming" means the page's copy of that row is stale: a gap).
+ * Repairs back off (resync): however broken the stream, the page never loops.
+ * A close code from the protocol says why a socket ended; 4401, 4403 and 4404
+ * end the page's session with the room (it says why and stops reconnecting).
  */
 (function () {
   "use strict";
@@ -34,14 +41,115 @@
   const myId = Number(root.dataset.userId);
   let canModerate = root.dataset.canModerate === "true";
 
-  const CLOSE_UNAUTHENTICATED = 4401;
-  const CLOSE_FORBIDDEN = 4403;
-  const CLOSE_ROOM_NOT_FOUND = 4404;
+  // --- the protocol: mirrors messages_app/protocol.py ----------------------------
+  // Every frame the page sends is built, and every frame it receives parsed, in
+  // this section. The block between the markers is JSON, and a test checks that
+  // it equals protocol.mirror() (tests/messages_app/test_protocol_mirror.py).
+  const PROTOCOL = Object.freeze(/* protocol-mirror-begin */ {
+    "close": {
+      "unauthenticated": 4401,
+      "forbidden": 4403,
+      "roomNotFound": 4404,
+      "tooSlow": 4408,
+      "tooManySockets": 4429
+    },
+    "closeReasons": {
+      "4401": "You were signed out",
+      "4403": "You were removed from this room",
+      "4404": "This room no longer exists",
+      "4408": "Too slow: catching up",
+      "4429": "Too many open tabs"
+    },
+    "finalCloseCodes": [
+      4401,
+      4403,
+      4404
+    ],
+    "errorCodes": [
+      "already_deleted",
+      "already_member",
+      "binary_frame",
+      "body_too_long",
+      "client_id_reused",
+      "empty_body",
+      "forbidden",
+      "frame_too_large",
+      "invalid_body",
+      "invalid_client_id",
+      "invalid_frame",
+      "invalid_granularity",
+      "invalid_id",
+      "invalid_invite",
+      "invalid_json",
+      "invalid_name",
+      "invalid_role",
+      "invalid_slug",
+      "invalid_text",
+      "invalid_visibility",
+      "invite_expired",
+      "last_owner",
+      "missing_body",
+      "missing_type",
+      "name_too_long",
+      "not_found",
+      "not_member",
+      "not_retryable",
+      "not_streaming",
+      "rate_limited",
+      "server_error",
+      "slug_taken",
+      "unknown_type"
+    ],
+    "serverFrames": [
+      "delta",
+      "error",
+      "heartbeat",
+      "members",
+      "message",
+      "snapshot"
+    ],
+    "clientFrames": [
+      "cancel",
+      "delete",
+      "post"
+    ]
+  } /* protocol-mirror-end */);
+  const CLOSE = PROTOCOL.close;
+  const FINAL_CLOSE_CODES = new Set(PROTOCOL.finalCloseCodes);
+  const SERVER_FRAMES = new Set(PROTOCOL.serverFrames);
+
+  const Frames = {
+    post(body, clientId) {
+      return JSON.stringify({ type: "post", body, client_id: clientId });
+    },
+    cancel(id) {
+      return JSON.stringify({ type: "cancel", id });
+    },
+    delete(id) {
+      return JSON.stringify({ type: "delete", id });
+    },
+    /** A server frame, or null when it is not JSON or not an object with a known type. */
+    parse(data) {
+      let frame;
+      try {
+        frame = JSON.parse(data);
+      } catch {
+        return null;
+      }
+      if (!frame || typeof frame !== "object") return null;
+      return SERVER_FRAMES.has(frame.type) ? frame : { type: "unknown", raw: frame };
+    },
+    closeReason(code) {
+      return PROTOCOL.closeReasons[String(code)] || "";
+    },
+  };
+
   const CANCEL_ERRORS = new Set([
     "invalid_id",
     "not_found",
     "not_streaming",
     "forbidden",
+    "not_member",
     "already_deleted",
   ]);
   const OPEN = new Set(["pending", "streaming"]);
@@ -55,6 +163,14 @@
   const DEMO_MODEL = "demo";
   const RETRY_MIN_MS = 500;
   const RETRY_MAX_MS = 5000;
+  // Resyncs back off: at once, then 0.5 s doubling up to 30 s; the count starts
+  // again after RESYNC_QUIET_MS without one.
+  const RESYNC_MIN_MS = 500;
+  const RESYNC_MAX_MS = 30000;
+  const RESYNC_QUIET_MS = 30000;
+  // A connection counts as healthy (its reconnect backoff starts again) only
+  // after it stayed up this long past its snapshot.
+  const HEALTHY_AFTER_MS = 10000;
   const STICKY_PX = 48;
 
   const ARTICLE_HTML =
@@ -219,8 +335,12 @@
     return !!question && question.row.author_id === myId;
   }
 
-  function upsert(row) {
+  // A new row is painted at once (it must be placed); a known one, like a delta's,
+  // in the next animation frame with whatever else changed it meanwhile (soon), or
+  // at once (a snapshot, which replaces what the page shows).
+  function upsert(row, { soon = false, stick = false } = {}) {
     let entry = rows.get(row.id);
+    const known = Boolean(entry);
     if (!entry) {
       entry = build();
       rows.set(row.id, entry);
@@ -230,7 +350,12 @@
     entry.row = { ...row };
     entry.length = codePoints(row.body);
     if (!OPEN.has(row.status)) entry.stopping = false;
-    paint(entry);
+    if (known && soon) {
+      paintSoon(entry, stick);
+    } else {
+      dirty.delete(entry); // painted now, with the latest text
+      paint(entry);
+    }
     return entry;
   }
 
@@ -281,13 +406,14 @@
     updateEmpty();
   }
 
-  function applyMessage(message) {
+  function applyMessage(message, stick) {
     const entry = rows.get(message.id);
     if (entry && message.version <= entry.row.version) return false;
-    const updated = upsert(message);
+    const updated = upsert(message, { soon: true, stick });
     updateEmpty();
     if (outbox && message.client_id && message.client_id === outbox.clientId) postSucceeded();
-    return isLast(updated);
+    // A known row is painted, and scrolled, in the next animation frame.
+    return !entry && isLast(updated);
   }
 
   // Deltas arrive faster than a screen refreshes (one per token, for several rows):
@@ -324,7 +450,7 @@
     if (entry && frame.version <= entry.row.version) return false; // already included
     if (!entry && frame.id < oldestId()) return false; // a row older than the page shows
     if (!entry || frame.offset !== entry.length) {
-      resync();
+      resync(entry ? `delta at offset ${frame.offset}, the page holds ${entry.length}` : "delta of a row the page lacks", frame);
       return false;
     }
     entry.row.body += frame.text;
@@ -345,15 +471,44 @@
         paint(entry);
       }
     }
-    if (frame.code !== "not_streaming") showNotice(frame.detail || "Something went wrong.");
+    if (frame.code === "not_streaming") {
+      // The server says the row is not open: the page's copy is stale.
+      resync("Stop answered not_streaming", frame);
+      return;
+    }
+    showNotice(frame.detail || "Something went wrong.");
+  }
+
+  // Rows the last heartbeat found behind: id -> the version the page held then.
+  let suspects = new Map();
+
+  function onHeartbeat(frame) {
+    const listed = new Map();
+    for (const pair of Array.isArray(frame.open) ? frame.open : []) listed.set(pair[0], pair[1]);
+    const behind = new Map();
+    for (const [id, entry] of rows) {
+      const version = listed.get(id);
+      if (version === undefined ? OPEN.has(entry.row.status) : version > entry.row.version) {
+        behind.set(id, entry.row.version);
+      }
+    }
+    const oldest = rows.size ? oldestId() : 0;
+    for (const id of listed.keys()) if (!rows.has(id) && id > oldest) behind.set(id, 0);
+    for (const [id, version] of behind) {
+      if (suspects.get(id) === version) {
+        suspects = new Map();
+        const listedVersion = listed.has(id) ? `version ${listed.get(id)}` : "not open";
+        resync(`heartbeat: row ${id} is ${listedVersion} on the server, the page holds version ${version}`, frame);
+        return;
+      }
+    }
+    suspects = behind;
   }
 
   function onFrame(data) {
-    let frame;
-    try {
-      frame = JSON.parse(data);
-    } catch {
-      resync();
+    const frame = Frames.parse(data);
+    if (frame === null) {
+      resync("a frame that is not a JSON object", data);
       return;
     }
     const stick = nearBottom();
@@ -362,13 +517,17 @@
       case "snapshot":
         applySnapshot(frame.messages || []);
         synced = true;
-        attempts = 0;
+        suspects = new Map();
+        clearTimeout(healthyTimer);
+        healthyTimer = setTimeout(() => {
+          attempts = 0;
+        }, HEALTHY_AFTER_MS);
         setConnection("online", "Live");
         flushOutbox();
         grew = true;
         break;
       case "message":
-        grew = applyMessage(frame.message);
+        grew = applyMessage(frame.message, stick);
         break;
       case "delta":
         grew = applyDelta(frame, stick);
@@ -378,6 +537,9 @@
         break;
       case "members":
         refreshMembers();
+        break;
+      case "heartbeat":
+        onHeartbeat(frame);
         break;
       default:
         break; // a frame type this page does not know: ignore it
@@ -415,6 +577,7 @@
   let synced = false;
   let attempts = 0;
   let retryTimer = null;
+  let healthyTimer = null;
   let leaving = false;
   let closedForGood = false;
 
@@ -447,21 +610,33 @@
   function onClose(event, opened) {
     socket = null;
     synced = false;
+    clearTimeout(healthyTimer);
     if (leaving) return;
-    if (event.code === CLOSE_UNAUTHENTICATED) {
-      signedOut();
+    if (FINAL_CLOSE_CODES.has(event.code)) {
+      ended(event.code);
       return;
     }
-    if (event.code === CLOSE_FORBIDDEN) {
-      removedFromRoom();
-      return;
-    }
-    if (event.code === CLOSE_ROOM_NOT_FOUND) {
-      roomGone();
-      return;
+    if (event.code === CLOSE.tooSlow) {
+      // The server dropped this socket for falling behind: a fresh snapshot
+      // (after the usual backoff) brings back everything it missed.
+      console.warn("room: the server closed the socket as too slow (4408); resyncing");
     }
     scheduleReconnect();
     if (!opened) checkAccess();
+  }
+
+  function ended(code) {
+    // The server ended this page's session with the room: say why, stop.
+    closedForGood = true;
+    clearTimeout(retryTimer);
+    const reason = Frames.closeReason(code);
+    root.dataset.ended = String(code);
+    setConnection("offline", reason);
+    clearTimeout(noticeTimer);
+    notice.textContent = code === CLOSE.unauthenticated ? `${reason}. Log in again to continue.` : `${reason}.`;
+    notice.hidden = false;
+    input.disabled = true;
+    sendButton.disabled = true;
   }
 
   async function checkAccess() {
@@ -490,17 +665,17 @@
   function roomGone() {
     closedForGood = true;
     clearTimeout(retryTimer);
-    setConnection("offline", "This room no longer exists");
+    setConnection("offline", Frames.closeReason(CLOSE.roomNotFound));
     input.disabled = true;
     sendButton.disabled = true;
   }
 
   function removedFromRoom() {
-    closedForGood = true;
-    clearTimeout(retryTimer);
-    setConnection("offline", "You were removed from this room");
-    input.disabled = true;
-    sendButton.disabled = true;
+    // As the server's close 4403 (once the sessions-end work closes the socket).
+    const old = socket;
+    socket = null;
+    if (old) old.close(1000, "removed");
+    ended(CLOSE.forbidden);
   }
 
   // --- members -------------------------------------------------------------------
@@ -546,24 +721,28 @@
   }
 
   let lastResyncAt = 0;
+  let resyncs = 0;
 
-  function resync() {
+  function resync(reason, frame) {
     // A gap: this socket's stream can no longer be trusted. Drop it (its late
-    // frames are ignored) and take a fresh snapshot on a new one: at once, or
-    // after the usual backoff if the last resync was only just now.
+    // frames are ignored) and take a fresh snapshot on a new one: the first at
+    // once, the next ones backing off, so a stream that keeps breaking (or a
+    // server that keeps disagreeing) costs a reconnect every 30 s at most.
+    console.warn(`room: resync (${reason})`, frame);
     const old = socket;
     socket = null;
     synced = false;
+    clearTimeout(healthyTimer);
     if (old) old.close(1000, "resync");
     const now = Date.now();
-    const again = now - lastResyncAt < 2000;
+    if (now - lastResyncAt > RESYNC_QUIET_MS) resyncs = 0;
     lastResyncAt = now;
-    if (again) {
-      scheduleReconnect();
-    } else {
-      setConnection("reconnecting", "Catching up…");
-      connect();
-    }
+    const delay = resyncs === 0 ? 0 : Math.min(RESYNC_MAX_MS, RESYNC_MIN_MS * 2 ** (resyncs - 1));
+    resyncs += 1;
+    root.dataset.resyncs = String(Number(root.dataset.resyncs || 0) + 1);
+    setConnection("reconnecting", "Catching up…");
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(connect, delay);
   }
 
   function reconnectNow() {
@@ -641,7 +820,7 @@
       }
     }
     // The same client_id again stores one message (docs/architecture.md): resending is safe.
-    socket.send(JSON.stringify({ type: "post", body: outbox.body, client_id: outbox.clientId }));
+    socket.send(Frames.post(outbox.body, outbox.clientId));
     outbox.sent = true;
   }
 
@@ -694,7 +873,7 @@
       showNotice("Not connected: try again in a moment.");
       return;
     }
-    socket.send(JSON.stringify({ type: "delete", id: entry.row.id }));
+    socket.send(Frames.delete(entry.row.id));
   });
 
   list.addEventListener("click", (event) => {
@@ -708,7 +887,7 @@
     }
     entry.stopping = true;
     paint(entry);
-    socket.send(JSON.stringify({ type: "cancel", id: entry.row.id }));
+    socket.send(Frames.cancel(entry.row.id));
   });
 
   // --- start -------------------------------------------------------------------
