@@ -460,13 +460,26 @@ def message_delete(*, message_id: Any, actor: User, room: Room | None = None) ->
 def room_delete(*, room: Room, actor: User) -> None:
     """Delete a room with its messages and memberships (cascade): owners and staff.
 
-    Its sockets get the sessions-end close (CLOSE_ROOM_NOT_FOUND) once that work
-    lands; until then every frame they send finds no room.
+    Its members' sockets are closed with CLOSE_ROOM_NOT_FOUND after commit.
     """
     room = _locked_room(room)
     if not permissions.can_manage_room(actor, room, permissions.role_of(actor, room)):
         raise ClientError("forbidden", "Only the room's owners can delete it.")
+    room_id = room.pk
+    user_ids = list(room.memberships.values_list("user_id", flat=True))
     room.delete()
+
+    def close() -> None:
+        for user_id in user_ids:
+            try:
+                events.user_sockets_close(
+                    user_id=user_id, code=protocol.CLOSE_ROOM_NOT_FOUND, room_id=room_id
+                )
+            except Exception:
+                logger.exception("could not close the sockets of deleted room %s", room_id)
+                return
+
+    transaction.on_commit(close)
 
 
 # --- posting ------------------------------------------------------------------

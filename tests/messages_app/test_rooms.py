@@ -325,3 +325,56 @@ def test_assistant_rows_cannot_be_deleted_by_the_asker(room: Room, alice: User, 
     with pytest.raises(ClientError) as raised:
         services.message_delete(message_id=asked.reply.pk, actor=bob)
     assert raised.value.code == "forbidden"
+
+
+@pytest.fixture
+def closes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(services.events, "user_sockets_close", lambda **kw: calls.append(kw))
+    return calls
+
+
+def test_membership_remove_and_leave_close_the_users_sockets_of_the_room_after_commit(
+    private: Room,
+    alice: User,
+    bob: User,
+    make_user: Any,
+    closes: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    carol = make_user("carol")
+    services.membership_add(room=private, user=bob)
+    services.membership_add(room=private, user=carol)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.membership_remove(room=private, user_id=bob.pk, actor=alice)
+        services.membership_leave(room=private, user=carol)
+    assert closes == [
+        {"user_id": bob.pk, "code": 4403, "room_id": private.pk},
+        {"user_id": carol.pk, "code": 4403, "room_id": private.pk},
+    ]
+
+
+def test_membership_remove_refused_closes_nothing(
+    private: Room,
+    alice: User,
+    closes: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(ClientError):
+        services.membership_leave(room=private, user=alice)
+    assert closes == []
+
+
+def test_room_delete_closes_its_members_sockets_with_4404(
+    private: Room,
+    alice: User,
+    bob: User,
+    closes: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    services.membership_add(room=private, user=bob)
+    room_id = private.pk
+    with django_capture_on_commit_callbacks(execute=True):
+        services.room_delete(room=private, actor=alice)
+    assert sorted(c["user_id"] for c in closes) == sorted([alice.pk, bob.pk])
+    assert {(c["code"], c["room_id"]) for c in closes} == {(4404, room_id)}
