@@ -381,6 +381,15 @@ CHAT_SNAPSHOT_SIZE = env_int("CHAT_SNAPSHOT_SIZE", 50, minimum=1, maximum=1000)
 CHAT_EXPORT_PAGE_SIZE = env_int("CHAT_EXPORT_PAGE_SIZE", 500, minimum=1, maximum=10000)
 CHAT_MAX_BODY_LENGTH = env_int("CHAT_MAX_BODY_LENGTH", 4000, minimum=1, maximum=100000)
 
+# Rooms and accounts (issue 9). Who may sign up: "open" (anyone who reaches the
+# site), "invite" (only while holding a valid room invite link; staff can still
+# make accounts in the admin), "closed" (no signup page). Production defaults
+# to "invite": a site bound to a network must not let strangers spend the API key.
+SIGNUP_MODES = ("open", "invite", "closed")
+CHAT_SIGNUP = env_choice("CHAT_SIGNUP", "invite" if PRODUCTION else "open", SIGNUP_MODES)
+# Hours an invite link works after it is made; 0 = until it is replaced. At most a year.
+CHAT_INVITE_HOURS = env_int("CHAT_INVITE_HOURS", 168, minimum=0, maximum=8760)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -4,9 +4,12 @@ Message rows are read-only here: the admin never saves, adds or deletes one.
 The two actions change rows only through ``messages_app.services``, which
 broadcast every change, so open browsers update live (docs/architecture.md).
 
-Deleting a user or a room is turned off as well: it would change or remove
-message rows (``author`` set to NULL, cascade) behind the services' back, with
-no broadcast to the sockets watching. Deactivate a user instead.
+A message is deleted by the "Delete messages" action, through
+``services.message_delete`` (a tombstone, broadcast like any change). A room is
+deleted through ``services.room_delete``: a cascade of its messages and
+memberships. Deleting a user stays turned off: it would change message rows
+(``author`` set to NULL) behind the services' back; deactivate the user, and
+delete their messages with the action if they must go.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Count, QuerySet
@@ -23,9 +27,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from messages_app import services
-from messages_app.models import Message, Room, User
-from messages_app.selectors import message_text, with_text
+from messages_app import permissions, services
+from messages_app.models import Membership, Message, Room, User, Visibility
+from messages_app.selectors import member_list, message_text, with_text
 from messages_app.services import ClientError
 
 EXCERPT_CHARS = 80
@@ -67,14 +71,51 @@ class UserAdmin(BaseUserAdmin):
         return False  # see the module docstring: deactivate instead
 
 
+class RoomAdminForm(forms.ModelForm):
+    """A room's fields; visibility may be left out (public), as in older scripts."""
+
+    class Meta:
+        model = Room
+        fields = ("name", "slug", "visibility", "granularity", "created_by")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["visibility"].required = False
+
+    def clean_visibility(self) -> str:
+        return self.cleaned_data.get("visibility") or Visibility.PUBLIC
+
+
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "granularity", "created_by", "created_at", "messages_link")
-    list_filter = ("granularity", ("created_at", admin.DateFieldListFilter))
+    list_display = (
+        "name",
+        "slug",
+        "visibility",
+        "granularity",
+        "created_by",
+        "created_at",
+        "messages_link",
+    )
+    list_filter = ("visibility", "granularity", ("created_at", admin.DateFieldListFilter))
+    form = RoomAdminForm
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("created_at", "messages_link")
+    readonly_fields = ("created_at", "messages_link", "members")
     list_select_related = ("created_by",)
+
+    @admin.display(description="members")
+    def members(self, room: Room) -> SafeString | str:
+        """Who belongs to the room, read-only: members change in the room's own panel."""
+        rows = member_list(room_id=room.pk) if room.pk else []
+        if not rows:
+            return "-"
+        return format_html(
+            '<ul class="room-members">{}</ul>',
+            format_html_join(
+                "", "<li>{} ({}): {}</li>", ((m["name"], m["username"], m["role"]) for m in rows)
+            ),
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Room]:
         return super().get_queryset(request).annotate(message_count=Count("messages"))
@@ -91,9 +132,27 @@ class RoomAdmin(admin.ModelAdmin):
         if not change and obj.created_by_id is None:
             obj.created_by = request.user  # type: ignore[assignment]
         super().save_model(request, obj, form, change)
+        if not change and obj.created_by_id is not None:
+            Membership.objects.get_or_create(
+                room=obj, user_id=obj.created_by_id, defaults={"role": "owner"}
+            )
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # see the module docstring
+        # Staff delete rooms (a cascade, services.room_delete); see the module docstring.
+        return permissions.is_staff(request.user) and super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # The cascade (messages, memberships) is services.room_delete's: their own
+        # admins refuse deletes one by one, which must not veto deleting the room.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
+    def delete_model(self, request: HttpRequest, obj: Room) -> None:
+        services.room_delete(room=obj, actor=request.user)  # type: ignore[arg-type]
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        for room in queryset:
+            services.room_delete(room=room, actor=request.user)  # type: ignore[arg-type]
 
 
 def _run_per_row(
@@ -119,6 +178,13 @@ def _run_per_row(
         modeladmin.message_user(
             request, f"{done} {len(succeeded)}: {', '.join(succeeded)}.", messages.SUCCESS
         )
+
+
+def _retry_unless_deleted(message: Message) -> object:
+    # A deleted reply stays deleted: streaming it again would refill a tombstone.
+    if message.deleted_at is not None:
+        raise ClientError("already_deleted", f"Message {message.pk} is deleted.")
+    return services.reply_retry(message_id=message.pk)
 
 
 @admin.register(Message)
@@ -149,7 +215,7 @@ class MessageAdmin(admin.ModelAdmin):
 
     list_per_page = 100
     ordering = ("-id",)
-    actions = ("cancel_streaming_replies", "retry_failed_replies")
+    actions = ("cancel_streaming_replies", "retry_failed_replies", "delete_messages")
 
     class Media:
         css = {"all": ["messages_app/admin.css"]}  # <pre> bodies wrap, whitespace kept
@@ -172,6 +238,7 @@ class MessageAdmin(admin.ModelAdmin):
             },
         ),
         ("Times", {"fields": ("created_at", "updated_at", "finished_at", "client_id")}),
+        ("Deleted", {"fields": ("deleted_at", "deleted_by")}),
     )
     readonly_fields = (
         "room_link",
@@ -192,6 +259,8 @@ class MessageAdmin(admin.ModelAdmin):
         "updated_at",
         "finished_at",
         "client_id",
+        "deleted_at",
+        "deleted_by",
     )
 
     # --- read-only: only the services write a message -----------------------------
@@ -284,7 +353,11 @@ class MessageAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            call=lambda m: services.reply_cancel(room=m.room, message_id=m.pk),
+            call=lambda m: services.reply_cancel(
+                room=m.room,
+                message_id=m.pk,
+                actor=request.user,  # type: ignore[arg-type]
+            ),
             done="Cancelled",
         )
 
@@ -295,6 +368,20 @@ class MessageAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            call=lambda m: services.reply_retry(message_id=m.pk),
+            call=_retry_unless_deleted,
             done="Queued again",
+        )
+
+    @admin.action(description="Delete messages (tombstone)", permissions=["change"])
+    def delete_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        """Delete each selected message for everyone (``services.message_delete``)."""
+        _run_per_row(
+            self,
+            request,
+            queryset,
+            call=lambda m: services.message_delete(
+                message_id=m.pk,
+                actor=request.user,  # type: ignore[arg-type]
+            ),
+            done="Deleted",
         )

@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from messages_app import limits, protocol, services
+from messages_app import limits, permissions, protocol, services
 from messages_app.models import Room
 from messages_app.protocol import ClientError
 from messages_app.realtime.hub import hub
@@ -69,6 +69,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         slug = self.scope["url_route"]["kwargs"]["slug"]
         room = await _room_by_slug(slug)
         if room is None:
+            await self.close(code=protocol.CLOSE_ROOM_NOT_FOUND)
+            return
+        if not await _open_room(user, room):
+            # A private room answers as if it did not exist; accepted first so
+            # that the browser sees the close code (daphne hides a refusal).
+            await self.accept()
             await self.close(code=protocol.CLOSE_ROOM_NOT_FOUND)
             return
         self.room = room
@@ -145,20 +151,20 @@ class RoomConsumer(AsyncWebsocketConsumer):
             frame = protocol.parse_client_frame(
                 text_data, max_length=protocol.max_frame_length(settings.CHAT_MAX_BODY_LENGTH)
             )
+            user = self.scope["user"]
             if isinstance(frame, protocol.Post):
-                # Counted before anything is stored: a refused post stores nothing.
-                await sync_to_async(limits.post_allow, thread_sensitive=False)(
-                    user=self.scope["user"]
-                )
-                await database_sync_to_async(services.message_post)(
-                    room=self.room,
-                    author=self.scope["user"],
-                    body=frame.body,
-                    client_id=frame.client_id,
-                )
+                # Checked on every frame: a member removed (or who left) while the
+                # socket is open can no longer post through it. Then counted against
+                # the post limits, before anything is stored: a refused post stores
+                # nothing.
+                await database_sync_to_async(_post)(room=self.room, user=user, frame=frame)
             elif isinstance(frame, protocol.Cancel):
                 await database_sync_to_async(services.reply_cancel)(
-                    room=self.room, message_id=frame.id
+                    room=self.room, message_id=frame.id, actor=user
+                )
+            elif isinstance(frame, protocol.Delete):
+                await database_sync_to_async(services.message_delete)(
+                    room=self.room, message_id=frame.id, actor=user
                 )
         except ClientError as error:
             await self.send(text_data=protocol.error_frame_for(error))
@@ -171,6 +177,24 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     "server_error", "The server could not handle that frame."
                 )
             )
+
+
+@database_sync_to_async
+def _open_room(user: Any, room: Room) -> bool:
+    """Whether ``user`` may watch ``room``; opening a public room joins it."""
+    role = permissions.role_of(user, room)
+    if not permissions.can_see_room(user, room, role):
+        return False
+    if role is None and permissions.can_join(user, room, role):
+        services.membership_join(room=room, user=user)
+    return True
+
+
+def _post(*, room: Room, user: Any, frame: protocol.Post) -> None:
+    if not permissions.can_post(user, room, permissions.role_of(user, room)):
+        raise ClientError("not_member", "You are not a member of this room (any more).")
+    limits.post_allow(user=user)
+    services.message_post(room=room, author=user, body=frame.body, client_id=frame.client_id)
 
 
 @database_sync_to_async

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.forms.utils import ErrorDict
 from django.http import HttpRequest
 
-from messages_app.models import Granularity, Room, User
+from messages_app.models import Granularity, Room, User, Visibility
 from messages_app.services import ClientError
 
 # Which field a ``ClientError`` of ``services.room_create`` belongs to.
@@ -21,6 +21,7 @@ ROOM_ERROR_FIELDS = {
     "invalid_slug": "slug",
     "slug_taken": "slug",
     "invalid_granularity": "granularity",
+    "invalid_visibility": "visibility",
 }
 
 
@@ -98,6 +99,17 @@ class RoomForm(forms.Form):
             ("", f"site default ({settings.GPT_STREAM_GRANULARITY})"),
             *[(value, label) for value, label in Granularity.choices if value],
         ],
+    )
+
+    visibility = forms.ChoiceField(
+        label="Who can join",
+        choices=[
+            (Visibility.PUBLIC, "Public: listed for everyone here; opening it joins"),
+            (Visibility.PRIVATE, "Private: hidden; people join through your invite link"),
+        ],
+        initial=Visibility.PUBLIC,
+        required=False,  # public when left out (a form of an older page)
+        widget=forms.RadioSelect,
     )
 
     def add_client_error(self, error: ClientError) -> None:

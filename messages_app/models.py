@@ -25,6 +25,13 @@ class Granularity(models.TextChoices):
     SENTENCE = "sentence", "every sentence"
 
 
+class Visibility(models.TextChoices):
+    """Who can find and read a room (docs/architecture.md, "Rooms and permissions")."""
+
+    PUBLIC = "public", "public: listed for everyone signed in; opening it joins"
+    PRIVATE = "private", "private: members only, joined through an invite link"
+
+
 class Room(models.Model):
     name = models.CharField(max_length=80)
     slug = models.SlugField(max_length=80, unique=True)
@@ -39,10 +46,23 @@ class Room(models.Model):
         help_text="How often a streaming reply is written and shown; blank uses "
         "GPT_STREAM_GRANULARITY.",
     )
+    visibility = models.CharField(
+        max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC
+    )
+    # The secret of the room's invite link; null until an owner or moderator makes
+    # one. A new token replaces (revokes) the old one.
+    invite_token = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    # When the current link stops working; null = never (CHAT_INVITE_HOURS=0).
+    invite_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(visibility__in=["public", "private"]), name="room_visibility_valid"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -50,6 +70,36 @@ class Room(models.Model):
     @property
     def effective_granularity(self) -> str:
         return self.granularity or settings.GPT_STREAM_GRANULARITY
+
+
+class MemberRole(models.TextChoices):
+    """A member's role in a room: the one vocabulary permissions, services and UI use."""
+
+    OWNER = "owner", "owner"
+    MODERATOR = "moderator", "moderator"
+    MEMBER = "member", "member"
+
+
+class Membership(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=MemberRole.choices, default=MemberRole.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["room", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="membership_unique_room_user"),
+            models.CheckConstraint(
+                condition=Q(role__in=["owner", "moderator", "member"]),
+                name="membership_role_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.role} of {self.room_id}"
 
 
 class Role(models.TextChoices):
@@ -103,6 +153,15 @@ class Message(models.Model):
     # the watchdog tells a dead run from a quiet one by it (worker/heartbeat.py).
     heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A deleted message is a tombstone: its body is emptied, the row keeps its place.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["id"]

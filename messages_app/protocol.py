@@ -50,8 +50,8 @@ FINAL_CLOSE_CODES = frozenset({CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_ROO
 
 # --- frame types ----------------------------------------------------------------------
 
-SERVER_FRAME_TYPES = frozenset({"snapshot", "message", "delta", "error", "heartbeat"})
-CLIENT_FRAME_TYPES = frozenset({"post", "cancel"})
+SERVER_FRAME_TYPES = frozenset({"snapshot", "message", "delta", "error", "heartbeat", "members"})
+CLIENT_FRAME_TYPES = frozenset({"post", "cancel", "delete"})
 
 # --- error codes (the ``code`` of an ``error`` frame) -------------------------------
 
@@ -85,6 +85,17 @@ ERROR_CODES = frozenset(
         "invalid_slug",
         "slug_taken",
         "invalid_granularity",
+        "invalid_visibility",
+        # membership, invites, deletes (issue 9)
+        "not_member",
+        "invalid_role",
+        "last_owner",
+        "invalid_invite",
+        "invite_expired",
+        "already_member",
+        "already_deleted",
+        "client_id_reused",
+        "invalid_text",
     }
 )
 
@@ -127,6 +138,11 @@ def delta_frame(*, message_id: int, version: int, offset: int, text: str) -> str
     return dumps(
         {"type": "delta", "id": message_id, "version": version, "offset": offset, "text": text}
     )
+
+
+def members_frame(members: list[dict[str, Any]]) -> str:
+    """The room's members changed (joined, left, removed, role): the whole list."""
+    return dumps({"type": "members", "members": members})
 
 
 def heartbeat_frame(open_rows: list[tuple[int, int]]) -> str:
@@ -255,7 +271,12 @@ class Cancel:
     id: int
 
 
-ClientFrame = Post | Cancel
+@dataclass(frozen=True)
+class Delete:
+    id: int
+
+
+ClientFrame = Post | Cancel | Delete
 
 
 def _message_id(frame: dict[str, Any]) -> int:
@@ -286,6 +307,8 @@ def parse_client_frame(text_data: str | None, *, max_length: int) -> ClientFrame
         return Post(body=frame["body"], client_id=frame.get("client_id"))
     if kind == "cancel":
         return Cancel(id=_message_id(frame))
+    if kind == "delete":
+        return Delete(id=_message_id(frame))
     raise ClientError("unknown_type", f"Unknown frame type {str(kind)[:40]!r}.")
 
 

@@ -9,7 +9,7 @@ from django.contrib.postgres.aggregates import StringAgg
 from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from messages_app.models import Message, ReplyChunk, Role, Room, Status
+from messages_app.models import Membership, Message, ReplyChunk, Role, Room, Status, Visibility
 
 
 def _iso(value: Any) -> str | None:
@@ -58,6 +58,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         "id": message.pk,
         "room": message.room.slug,
         "author": author.get_display_name() if author is not None else None,
+        "author_id": message.author_id,
         "role": message.role,
         "body": message_text(message),
         "status": message.status,
@@ -74,6 +75,9 @@ def message_payload(message: Message) -> dict[str, Any]:
         "created_at": _iso(message.created_at),
         "updated_at": _iso(message.updated_at),
         "finished_at": _iso(message.finished_at),
+        # A tombstone: the body is gone (emptied in the database), the row stays.
+        "deleted": message.deleted_at is not None,
+        "deleted_at": _iso(message.deleted_at),
     }
 
 
@@ -97,16 +101,54 @@ def room_snapshot(*, room: Room, limit: int | None = None) -> list[dict[str, Any
     return [message_payload(m) for m in room_message_list(room=room, limit=limit)]
 
 
-def room_list() -> QuerySet[Room]:
-    """Rooms, most recently active first.
+def rooms_visible_to(user: Any) -> QuerySet[Room]:
+    """Every room ``user`` may find: public ones and the private rooms they belong to.
+
+    Staff see every room. Anyone else (signed out, inactive) sees none.
+    """
+    if user is None or not user.is_authenticated or not user.is_active:
+        return Room.objects.none()
+    if user.is_staff:
+        return Room.objects.all()
+    return Room.objects.filter(
+        Q(visibility=Visibility.PUBLIC) | Q(memberships__user_id=user.pk)
+    ).distinct()
+
+
+def room_list(user: Any) -> QuerySet[Room]:
+    """The rooms ``user`` may find (``rooms_visible_to``), most recently active first.
 
     Annotated with ``last_message_at`` (their newest message, or None) and
     ``last_activity`` (that, or the room's creation).
     """
-    return Room.objects.annotate(
-        last_message_at=Max("messages__created_at"),
-        last_activity=Coalesce(Max("messages__created_at"), "created_at"),
-    ).order_by("-last_activity", "-id")
+    visible = rooms_visible_to(user).values("pk")
+    return (
+        Room.objects.filter(pk__in=visible)
+        .annotate(
+            last_message_at=Max("messages__created_at"),
+            last_activity=Coalesce(Max("messages__created_at"), "created_at"),
+        )
+        .order_by("-last_activity", "-id")
+    )
+
+
+def member_list(*, room_id: int) -> list[dict[str, Any]]:
+    """The room's members for the members panel and the ``members`` frame.
+
+    Owners first, then moderators, then members; each by when they joined.
+    """
+    order = {"owner": 0, "moderator": 1, "member": 2}
+    rows = Membership.objects.filter(room_id=room_id).select_related("user").order_by("id")
+    members = [
+        {
+            "user_id": m.user_id,
+            "name": m.user.get_display_name(),
+            "username": m.user.get_username(),
+            "role": m.role,
+        }
+        for m in rows
+    ]
+    return sorted(members, key=lambda m: order.get(m["role"], 3))
 
 
 def reply_context_messages(*, reply: Message, limit: int, max_chars: int) -> list[Message]:

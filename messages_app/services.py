@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import unicodedata
 import uuid
 from dataclasses import dataclass, replace
@@ -20,10 +21,21 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from messages_app import events, limits
-from messages_app.models import OPEN_STATUSES, Message, ReplyChunk, Role, Room, Status, User
+from messages_app import events, limits, permissions, protocol
+from messages_app.models import (
+    OPEN_STATUSES,
+    MemberRole,
+    Membership,
+    Message,
+    ReplyChunk,
+    Role,
+    Room,
+    Status,
+    User,
+    Visibility,
+)
 from messages_app.protocol import ClientError
-from messages_app.selectors import message_get, message_payload
+from messages_app.selectors import member_list, message_get, message_payload
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +68,29 @@ def clean_text(text: str) -> str:
     return text
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds half of a UTF-16 pair (JSON's "\\ud800" alone).
+
+    Such a string cannot be encoded as UTF-8, so Postgres can never store it.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_text(text: str, *, code: str, what: str) -> None:
+    if has_lone_surrogate(text):
+        raise ClientError(
+            code, f"{what} holds a broken character (a lone UTF-16 surrogate); remove it."
+        )
+
+
 def _clean_body(body: Any) -> str:
     if not isinstance(body, str):
         raise ClientError("invalid_body", "The message body must be a string.")
+    _check_text(body, code="invalid_text", what="The message")
     body = unicodedata.normalize("NFC", clean_text(body))
     if not body.strip():
         raise ClientError("empty_body", "The message is empty.")
@@ -105,6 +137,8 @@ def _enqueue_reply(message_id: int) -> None:
 @transaction.atomic
 def user_create(*, username: str, password: str, display_name: str = "") -> User:
     """Create an account; the caller has validated the username and the password."""
+    _check_text(username, code="invalid_text", what="The username")
+    _check_text(display_name, code="invalid_text", what="The display name")
     display_name = " ".join(clean_text(display_name).split())
     return User.objects.create_user(username=username, password=password, display_name=display_name)
 
@@ -114,8 +148,22 @@ def user_create(*, username: str, password: str, display_name: str = "") -> User
 
 @transaction.atomic
 def room_create(
-    *, name: str, created_by: User | None, slug: str = "", granularity: str = ""
+    *,
+    name: str,
+    created_by: User | None,
+    slug: str = "",
+    granularity: str = "",
+    visibility: str = Visibility.PUBLIC,
 ) -> Room:
+    """A new room; its creator (if any) becomes its owner."""
+    if isinstance(name, str):
+        _check_text(name, code="invalid_name", what="The room name")
+    if isinstance(slug, str):
+        _check_text(slug, code="invalid_slug", what="The address")
+    if visibility not in Visibility.values:
+        raise ClientError(
+            "invalid_visibility", f"Visibility must be one of: {', '.join(Visibility.values)}."
+        )
     name = " ".join(clean_text(name if isinstance(name, str) else "").split())
     if not name:
         raise ClientError("invalid_name", "A room needs a name.")
@@ -139,9 +187,303 @@ def room_create(
         n += 1
         suffix = f"-{n}"
         candidate = base[: max_slug - len(suffix)] + suffix
-    return Room.objects.create(
-        name=name, slug=candidate, created_by=created_by, granularity=granularity
+    room = Room.objects.create(
+        name=name,
+        slug=candidate,
+        created_by=created_by,
+        granularity=granularity,
+        visibility=visibility,
     )
+    if created_by is not None:
+        Membership.objects.create(room=room, user=created_by, role=MemberRole.OWNER)
+    return room
+
+
+# --- membership -----------------------------------------------------------------
+#
+# Every change of a room's members locks the room's row first, so that two
+# changes of one room (the last owner leaving while another is demoted) are
+# decided one after the other, each seeing the other's result.
+
+
+def _broadcast_members(room_id: int) -> None:
+    """After commit, send the room's member list to every socket of the room."""
+
+    def send() -> None:
+        frame = protocol.members_frame(member_list(room_id=room_id))
+        events.send_to_room(room_id, {"type": "room.members", "frame": frame})
+
+    transaction.on_commit(send)
+
+
+def _close_member_sockets(room_id: int, user_id: int) -> None:
+    """After commit, close ``user_id``'s sockets of the room on every web process (4403).
+
+    Best effort here: the membership is gone either way, and every frame such a
+    socket still sends is refused (``not_member``).
+    """
+
+    def close() -> None:
+        try:
+            events.user_sockets_close(
+                user_id=user_id, code=protocol.CLOSE_FORBIDDEN, room_id=room_id
+            )
+        except Exception:
+            logger.exception("could not close the sockets of user %s in room %s", user_id, room_id)
+
+    transaction.on_commit(close)
+
+
+def _locked_room(room: Room) -> Room:
+    return Room.objects.select_for_update().get(pk=room.pk)
+
+
+def _check_role(role: Any) -> str:
+    if not isinstance(role, str) or role not in MemberRole.values:
+        raise ClientError(
+            "invalid_role", f"Unknown role {str(role)[:40]!r}: use {', '.join(MemberRole.values)}."
+        )
+    return role
+
+
+def _owner_count(room: Room) -> int:
+    return Membership.objects.filter(room=room, role=MemberRole.OWNER).count()
+
+
+def _target(room: Room, user_id: Any) -> Membership:
+    if isinstance(user_id, bool) or not isinstance(user_id, int):
+        raise ClientError("invalid_id", "user_id must be a user id (an integer).")
+    membership = (
+        Membership.objects.select_for_update()
+        .select_related("user")
+        .filter(room=room, user_id=user_id)
+        .first()
+    )
+    if membership is None:
+        raise ClientError("not_member", "That user is not a member of this room.")
+    return membership
+
+
+@transaction.atomic
+def membership_add(
+    *, room: Room, user: User, role: str = MemberRole.MEMBER, actor: User | None = None
+) -> Membership:
+    """Make ``user`` a member of ``room`` with ``role``.
+
+    ``actor`` None is the system (a public room opened, an invite accepted: their
+    callers checked); otherwise the actor must be allowed to manage roles.
+    """
+    role = _check_role(role)
+    room = _locked_room(room)
+    if actor is not None and not permissions.can_manage_roles(
+        actor, room, permissions.role_of(actor, room)
+    ):
+        raise ClientError("forbidden", "Only the room's owners can add members.")
+    if Membership.objects.filter(room=room, user=user).exists():
+        raise ClientError("already_member", f"{user.get_display_name()} is already a member.")
+    membership = Membership.objects.create(room=room, user=user, role=role)
+    _broadcast_members(room.pk)
+    return membership
+
+
+def membership_join(*, room: Room, user: User) -> bool:
+    """Opening a public room joins it. True when ``user`` became a member now."""
+    role = permissions.role_of(user, room)
+    if role is not None:
+        return False
+    if not permissions.can_join(user, room, role):
+        raise ClientError("not_member", "This room is private: join it through an invite link.")
+    try:
+        membership_add(room=room, user=user)
+    except (ClientError, IntegrityError):
+        return False  # joined meanwhile (another tab)
+    return True
+
+
+@transaction.atomic
+def membership_set_role(*, room: Room, user_id: Any, role: Any, actor: User) -> Membership:
+    """Give a member another role; the last owner keeps theirs until another owner exists."""
+    role = _check_role(role)
+    room = _locked_room(room)
+    if not permissions.can_manage_roles(actor, room, permissions.role_of(actor, room)):
+        raise ClientError("forbidden", "Only the room's owners can change roles.")
+    membership = _target(room, user_id)
+    if membership.role == role:
+        return membership
+    if membership.role == MemberRole.OWNER and _owner_count(room) == 1:
+        raise ClientError(
+            "last_owner", "The room needs an owner: make someone else owner before this change."
+        )
+    membership.role = role
+    membership.save(update_fields=["role"])
+    _broadcast_members(room.pk)
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, room: Room, user_id: Any, actor: User) -> None:
+    """Remove a member (not oneself: that is ``membership_leave``)."""
+    room = _locked_room(room)
+    actor_role = permissions.role_of(actor, room)
+    membership = _target(room, user_id)
+    if membership.user_id == actor.pk:
+        raise ClientError("forbidden", "Use Leave to leave a room yourself.")
+    if not permissions.can_remove_member(actor, room, actor_role, membership.role):
+        raise ClientError(
+            "forbidden", "Owners remove anyone; moderators remove plain members only."
+        )
+    if membership.role == MemberRole.OWNER and _owner_count(room) == 1:
+        raise ClientError("last_owner", "The last owner of a room cannot be removed.")
+    membership.delete()
+    _broadcast_members(room.pk)
+    _close_member_sockets(room.pk, membership.user_id)
+
+
+@transaction.atomic
+def membership_leave(*, room: Room, user: User) -> None:
+    """``user`` leaves ``room``; the last owner must hand ownership over first."""
+    room = _locked_room(room)
+    membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
+    if membership is None:
+        raise ClientError("not_member", "You are not a member of this room.")
+    if membership.role == MemberRole.OWNER and _owner_count(room) == 1:
+        raise ClientError(
+            "last_owner", "You are the room's last owner: make someone else owner, then leave."
+        )
+    membership.delete()
+    _broadcast_members(room.pk)
+    _close_member_sockets(room.pk, user.pk)
+
+
+# --- invites --------------------------------------------------------------------
+
+
+@transaction.atomic
+def room_invite_reset(*, room: Room, actor: User) -> Room:
+    """A new invite link for ``room``: the old one stops working at once.
+
+    It expires after ``CHAT_INVITE_HOURS`` (0 = never).
+    """
+    room = _locked_room(room)
+    if not permissions.can_invite(actor, room, permissions.role_of(actor, room)):
+        raise ClientError("forbidden", "Only the room's owners and moderators can invite.")
+    hours = settings.CHAT_INVITE_HOURS
+    room.invite_token = secrets.token_urlsafe(32)
+    room.invite_expires_at = timezone.now() + timedelta(hours=hours) if hours else None
+    room.save(update_fields=["invite_token", "invite_expires_at"])
+    return room
+
+
+def invite_room(*, token: Any) -> Room:
+    """The room a valid invite token opens; ``ClientError`` for a wrong or expired one."""
+    if (
+        not isinstance(token, str)
+        or not token
+        or len(token) > 64
+        or has_lone_surrogate(token)
+        or "\x00" in token
+    ):
+        raise ClientError("invalid_invite", "This invite link is not valid.")
+    room = Room.objects.filter(invite_token=token).first()
+    if room is None:
+        raise ClientError(
+            "invalid_invite",
+            "This invite link is not valid: it may have been replaced by a new one.",
+        )
+    if room.invite_expires_at is not None and room.invite_expires_at <= timezone.now():
+        raise ClientError("invite_expired", "This invite link has expired: ask for a new one.")
+    return room
+
+
+def invite_accept(*, token: Any, user: User) -> tuple[Room, bool]:
+    """Join the room of a valid invite. Returns the room and whether ``user`` joined now."""
+    room = invite_room(token=token)
+    if permissions.role_of(user, room) is not None:
+        return room, False
+    if not permissions.can_join_by_invite(user, room, None):
+        raise ClientError("forbidden", "This account cannot join rooms.")
+    try:
+        membership_add(room=room, user=user)
+    except ClientError as error:
+        if error.code != "already_member":
+            raise
+        return room, False
+    return room, True
+
+
+# --- deleting -------------------------------------------------------------------
+
+
+@transaction.atomic
+def message_delete(*, message_id: Any, actor: User, room: Room | None = None) -> Message:
+    """Delete a message as a tombstone: body emptied, row kept, who and when recorded.
+
+    ``room``, when given, is the only room the id is looked up in (the socket's).
+    A reply that is still streaming is cancelled first, so no append lands after.
+    """
+    if isinstance(message_id, bool) or not isinstance(message_id, int):
+        raise ClientError("invalid_id", "id must be a message id (an integer).")
+    rows = Message.objects.select_for_update().filter(pk=message_id)
+    if room is not None:
+        rows = rows.filter(room=room)
+    message = rows.first()
+    if message is None:
+        raise ClientError("not_found", f"There is no message {message_id} in this room.")
+    message_room = Room.objects.get(pk=message.room_id)
+    role = permissions.role_of(actor, message_room)
+    if not permissions.can_read(actor, message_room, role):
+        raise ClientError("not_member", "You are not a member of this room.")
+    if not permissions.can_delete_message(actor, message_room, role, message):
+        raise ClientError(
+            "forbidden", "Only its author, the room's owners and moderators can delete this."
+        )
+    if message.deleted_at is not None:
+        raise ClientError("already_deleted", f"Message {message_id} is already deleted.")
+    if message.status in OPEN_STATUSES:
+        _close_reply(message_id=message.pk, attempt=None, status=Status.CANCELLED)
+        transaction.on_commit(lambda: events.announce_cancel(message.pk))
+    now = timezone.now()
+    # The text goes from the database: the body and any chunk a stream left.
+    ReplyChunk.objects.filter(message_id=message.pk).delete()
+    Message.objects.filter(pk=message.pk).update(
+        body="",
+        text_length=0,
+        unfolded_length=0,
+        error="",
+        deleted_at=now,
+        deleted_by=actor,
+        version=F("version") + 1,
+        updated_at=now,
+    )
+    message = message_get(message_id=message.pk)
+    _broadcast_row(message)
+    return message
+
+
+@transaction.atomic
+def room_delete(*, room: Room, actor: User) -> None:
+    """Delete a room with its messages and memberships (cascade): owners and staff.
+
+    Its members' sockets are closed with CLOSE_ROOM_NOT_FOUND after commit.
+    """
+    room = _locked_room(room)
+    if not permissions.can_manage_room(actor, room, permissions.role_of(actor, room)):
+        raise ClientError("forbidden", "Only the room's owners can delete it.")
+    room_id = room.pk
+    user_ids = list(room.memberships.values_list("user_id", flat=True))
+    room.delete()
+
+    def close() -> None:
+        for user_id in user_ids:
+            try:
+                events.user_sockets_close(
+                    user_id=user_id, code=protocol.CLOSE_ROOM_NOT_FOUND, room_id=room_id
+                )
+            except Exception:
+                logger.exception("could not close the sockets of deleted room %s", room_id)
+                return
+
+    transaction.on_commit(close)
 
 
 # --- posting ------------------------------------------------------------------
@@ -182,11 +524,20 @@ def _existing_post(*, author: User, client_id: uuid.UUID) -> PostResult:
 def _message_post(
     *, room: Room, author: User, body: str, client_id: uuid.UUID | None
 ) -> PostResult:
-    if (
-        client_id is not None
-        and Message.objects.filter(author=author, client_id=client_id).exists()
-    ):
-        return _existing_post(author=author, client_id=client_id)
+    if client_id is not None:
+        existing_room = (
+            Message.objects.filter(author=author, client_id=client_id)
+            .values_list("room_id", flat=True)
+            .first()
+        )
+        if existing_room is not None and existing_room != room.pk:
+            # A resend answers with the stored row, which the sender's room would
+            # never show: refuse instead of leaving the composer waiting.
+            raise ClientError(
+                "client_id_reused", "That client_id was used for a message in another room."
+            )
+        if existing_room is not None:
+            return _existing_post(author=author, client_id=client_id)
     wants_reply = mentions_gpt(body)
     if wants_reply:
         _check_reply_limits(author)
@@ -580,20 +931,33 @@ def replies_heartbeat(*, runs: list[tuple[int, uuid.UUID]]) -> int:
 
 
 @transaction.atomic
-def reply_cancel(*, room: Room, message_id: Any) -> Message:
+def reply_cancel(*, room: Room, message_id: Any, actor: User | None = None) -> Message:
     """Stop an open reply in ``room`` for everyone; the text so far stays.
 
-    The worker learns of it when its next guarded append touches no row.
+    ``actor`` is who asks (``permissions.can_cancel_reply``: the asker, the
+    room's owners and moderators, staff); None only for the system itself
+    (the worker's own stops, tests). The worker learns of it when its next
+    guarded append touches no row.
     """
     if isinstance(message_id, bool) or not isinstance(message_id, int):
         raise ClientError("invalid_id", "id must be a message id (an integer).")
     message = (
-        Message.objects.select_for_update()
+        Message.objects.select_for_update(of=("self",))
+        .select_related("reply_to")
         .filter(pk=message_id, room=room, role=Role.ASSISTANT)
         .first()
     )
     if message is None:
         raise ClientError("not_found", f"There is no reply {message_id} in this room.")
+    if actor is not None:
+        role = permissions.role_of(actor, room)
+        if not permissions.can_read(actor, room, role):
+            raise ClientError("not_member", "You are not a member of this room.")
+        if not permissions.can_cancel_reply(actor, room, role, message):
+            raise ClientError(
+                "forbidden",
+                "Only the member who asked, the room's owners and moderators can stop this reply.",
+            )
     if message.status not in OPEN_STATUSES:
         raise ClientError("not_streaming", f"Reply {message_id} is already {message.status}.")
     closed = _close_reply(message_id=message.pk, attempt=None, status=Status.CANCELLED)

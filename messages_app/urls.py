@@ -13,6 +13,10 @@ urlpatterns: list[URLPattern | URLResolver] = [
         views.room_export,
         name="room_export",
     ),
+    path("rooms/<slug:slug>/members/", views.room_members, name="room_members"),
+    path("rooms/<slug:slug>/members/action/", views.room_member_action, name="room_member_action"),
+    path("rooms/<slug:slug>/invite/", views.room_invite_reset, name="room_invite_reset"),
+    path("invite/<str:token>/", views.invite, name="invite"),
     path("accounts/signup/", views.signup, name="signup"),
     path(
         "accounts/login/",

@@ -1,4 +1,5 @@
-"""The HTML pages. Thin: forms validate, ``services`` write, ``selectors`` read."""
+"""The HTML pages. Thin: forms validate, ``services`` write, ``selectors`` read,
+``permissions`` decide."""
 
 from __future__ import annotations
 
@@ -6,28 +7,38 @@ import logging
 from typing import Any
 
 import redis
+from asgiref.sync import sync_to_async
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import REDIRECT_FIELD_NAME, login
 from django.contrib.auth.decorators import login_required
 from django.db.models import Max, Q
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
-from django.shortcuts import aget_object_or_404, get_object_or_404, redirect, render
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 from django_ratelimit.core import get_usage
 
 from chatsite.client_ip import client_ip, client_ip_key
-from messages_app import export, limits, services
+from messages_app import export, limits, permissions, services
 from messages_app.forms import LockedOutForm, PostForm, RoomForm, SignupForm
-from messages_app.models import Room, User
-from messages_app.selectors import room_list, room_snapshot
+from messages_app.models import MemberRole, Room, User, Visibility
+from messages_app.selectors import member_list, room_list, room_snapshot
 from messages_app.services import ClientError
 
 logger = logging.getLogger(__name__)
+
+# The session key that keeps an invite token across the login or signup detour.
+INVITE_SESSION_KEY = "chat_invite_token"
 
 
 def _safe_next(request: HttpRequest) -> str:
@@ -59,16 +70,43 @@ def _signup_usage(request: HttpRequest, *, increment: bool) -> dict[str, Any] | 
         return None
 
 
+def _held_invite(request: HttpRequest) -> Room | None:
+    """The room of the valid invite this visitor holds (kept in the session), if any."""
+    token = request.session.get(INVITE_SESSION_KEY)
+    if not token:
+        return None
+    try:
+        return services.invite_room(token=token)
+    except ClientError:
+        return None
+
+
+def signup_open_for(request: HttpRequest) -> bool:
+    """Whether this visitor may sign up now (``CHAT_SIGNUP``)."""
+    mode = settings.CHAT_SIGNUP
+    if mode == "open":
+        return True
+    if mode == "invite":
+        return _held_invite(request) is not None
+    return False
+
+
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     """Create an account and sign in with it, then go where the visitor was going.
 
-    At most ``CHAT_SIGNUPS_PER_HOUR`` accounts per client address and hour; only
+    With ``CHAT_SIGNUP=invite`` only a visitor holding a valid room invite may
+    sign up (and joins that room); with ``closed`` there is no signup page. At
+    most ``CHAT_SIGNUPS_PER_HOUR`` accounts per client address and hour; only
     accounts made count (a form with a mistake costs nothing).
     """
+    if settings.CHAT_SIGNUP == "closed":
+        raise Http404("Signup is closed on this site.")
     next_url = _safe_next(request)
     if request.user.is_authenticated:
         return redirect(next_url or settings.LOGIN_REDIRECT_URL)
+    if not signup_open_for(request):
+        return render(request, "registration/signup_invite_only.html", status=403)
     form = SignupForm(request.POST or None)
     usage = _signup_usage(request, increment=False) if request.method == "POST" else None
     if usage is not None and usage["count"] >= usage["limit"]:
@@ -82,15 +120,19 @@ def signup(request: HttpRequest) -> HttpResponse:
         context = {"form": form, "next": next_url}
         return render(request, "registration/signup.html", context, status=429)
     if request.method == "POST" and form.is_valid():
-        _signup_usage(request, increment=True)
-        user = services.user_create(
-            username=form.cleaned_data["username"],
-            password=form.cleaned_data["password1"],
-            display_name=form.cleaned_data["display_name"],
-        )
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, f"Welcome, {user.get_display_name()}!")
-        return redirect(next_url or settings.LOGIN_REDIRECT_URL)
+        try:
+            user = services.user_create(
+                username=form.cleaned_data["username"],
+                password=form.cleaned_data["password1"],
+                display_name=form.cleaned_data["display_name"],
+            )
+        except ClientError as error:
+            form.add_error(None, error.detail)
+        else:
+            _signup_usage(request, increment=True)
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, f"Welcome, {user.get_display_name()}!")
+            return redirect(next_url or settings.LOGIN_REDIRECT_URL)
     return render(request, "registration/signup.html", {"form": form, "next": next_url})
 
 
@@ -127,10 +169,37 @@ def login_locked_out(
     return response
 
 
+def invite(request: HttpRequest, token: str) -> HttpResponse:
+    """An invite link: signed in, join and go to the room; signed out, log in or sign up.
+
+    A wrong, replaced or expired token shows why and changes nothing.
+    """
+    try:
+        room = services.invite_room(token=token)
+    except ClientError as error:
+        return render(request, "messages_app/invite_error.html", {"error": error}, status=404)
+    if not request.user.is_authenticated:
+        # Kept in the session too: the signup page of CHAT_SIGNUP=invite needs it.
+        request.session[INVITE_SESSION_KEY] = token
+        return render(
+            request,
+            "messages_app/invite_signed_out.html",
+            {"room": room, "next": request.path, "signup_open": signup_open_for(request)},
+        )
+    try:
+        room, joined = services.invite_accept(token=token, user=_user(request))
+    except ClientError as error:
+        return render(request, "messages_app/invite_error.html", {"error": error}, status=403)
+    request.session.pop(INVITE_SESSION_KEY, None)
+    if joined:
+        messages.success(request, f"You joined {room.name}.")
+    return redirect("room", slug=room.slug)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def home(request: HttpRequest) -> HttpResponse:
-    """The rooms, most recently active first, and the form that creates one."""
+    """The rooms this user may find, most recently active first, and the form that makes one."""
     form = RoomForm(request.POST or None)
     status = 200
     if request.method == "POST" and form.is_valid():
@@ -140,6 +209,7 @@ def home(request: HttpRequest) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 slug=form.cleaned_data["slug"],
                 granularity=form.cleaned_data["granularity"],
+                visibility=form.cleaned_data["visibility"] or Visibility.PUBLIC,
                 created_by=_user(request),
             )
         except ClientError as error:
@@ -148,8 +218,39 @@ def home(request: HttpRequest) -> HttpResponse:
         else:
             limits.room_created(user=_user(request))
             return redirect("room", slug=room.slug)
-    context = {"rooms": room_list(), "form": form}
-    return render(request, "messages_app/home.html", context, status=status)
+    rooms = room_list(request.user)
+    return render(request, "messages_app/home.html", {"rooms": rooms, "form": form}, status=status)
+
+
+def _visible_room(request: HttpRequest, slug: str) -> tuple[Room, str | None]:
+    """The room and this user's role in it; 404 when it does not exist *for them*."""
+    room = Room.objects.filter(slug=slug).first()
+    if room is None:
+        raise Http404("No such room.")
+    role = permissions.role_of(request.user, room)
+    if not permissions.can_see_room(request.user, room, role):
+        raise Http404("No such room.")
+    return room, role
+
+
+def _room_context(request: HttpRequest, room: Room, role: str | None) -> dict[str, Any]:
+    user = request.user
+    invite_url = ""
+    can_invite = permissions.can_invite(user, room, role)
+    if can_invite and room.invite_token:
+        invite_url = request.build_absolute_uri(reverse("invite", args=[room.invite_token]))
+    return {
+        "room": room,
+        "role": role,
+        "members": member_list(room_id=room.pk),
+        "can_invite": can_invite,
+        "invite_url": invite_url,
+        "can_manage_roles": permissions.can_manage_roles(user, room, role),
+        "can_remove": role in permissions.MANAGERS or permissions.is_staff(user),
+        "is_moderator": role == MemberRole.MODERATOR and not permissions.is_staff(user),
+        "can_leave": permissions.can_leave(user, room, role),
+        "roles": MemberRole.choices,
+    }
 
 
 @login_required
@@ -157,13 +258,19 @@ def home(request: HttpRequest) -> HttpResponse:
 def room(request: HttpRequest, slug: str) -> HttpResponse:
     """A room: its newest messages rendered here, then kept live by ``js/room.js``.
 
-    A POST is the composer of a browser without JavaScript: it posts and reloads.
+    Opening a public room joins it. A POST is the composer of a browser without
+    JavaScript: it posts and reloads.
     """
-    room = get_object_or_404(Room, slug=slug)
+    room, role = _visible_room(request, slug)
+    if role is None and permissions.can_join(request.user, room, role):
+        services.membership_join(room=room, user=_user(request))
+        role = permissions.role_of(request.user, room)
     form = PostForm(request.POST or None)
     limited = False
     if request.method == "POST" and form.is_valid():
         try:
+            if not permissions.can_post(request.user, room, role):
+                raise ClientError("not_member", "You are not a member of this room.")
             limits.post_allow(user=_user(request))
             services.message_post(room=room, author=_user(request), body=form.cleaned_data["body"])
         except ClientError as error:
@@ -173,8 +280,16 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
             return HttpResponseRedirect(request.path)
     rows = room_snapshot(room=room)
     status = 429 if limited else 400 if form.errors else 200
-    context = {"room": room, "rows": rows, "form": form}
+    context = {**_room_context(request, room, role), "rows": rows, "form": form}
     return render(request, "messages_app/room.html", context, status=status)
+
+
+def _readable_room(request: HttpRequest, slug: str) -> Room:
+    """The room, when this user may read it; 404 otherwise (as the room page)."""
+    room, role = _visible_room(request, slug)
+    if not permissions.can_read(request.user, room, role):
+        raise Http404("No such room.")
+    return room
 
 
 EXPORT_FORMATS = {
@@ -187,7 +302,7 @@ EXPORT_FORMATS = {
 @require_http_methods(["GET"])
 async def room_export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
     """The room's messages as a download (Markdown or JSON), streamed as it is read."""
-    room = await aget_object_or_404(Room, slug=slug)
+    room = await sync_to_async(_readable_room)(request, slug)
     content_type, render_export = EXPORT_FORMATS[fmt]
     response = StreamingHttpResponse(
         (part.encode() async for part in render_export(room)), content_type=content_type
@@ -196,6 +311,66 @@ async def room_export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse
     response["Content-Disposition"] = f'attachment; filename="{room.slug}-{stamp}.{fmt}"'
     response["Cache-Control"] = "no-store"
     return response
+
+
+@login_required
+@require_http_methods(["GET"])
+def room_members(request: HttpRequest, slug: str) -> HttpResponse:
+    """The members panel alone: the room page reloads it when a ``members`` frame comes."""
+    room, role = _visible_room(request, slug)
+    if not permissions.can_read(request.user, room, role):
+        raise Http404("No such room.")
+    return render(request, "messages_app/_members.html", _room_context(request, room, role))
+
+
+def _int(value: str | None) -> int | str | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return value  # the service names it invalid
+
+
+@login_required
+@require_POST
+def room_invite_reset(request: HttpRequest, slug: str) -> HttpResponse:
+    """Make the room's invite link, or replace (revoke) it with a new one."""
+    room, _role = _visible_room(request, slug)
+    try:
+        services.room_invite_reset(room=room, actor=_user(request))
+    except ClientError as error:
+        messages.error(request, error.detail)
+    else:
+        messages.success(request, "A new invite link is ready; any older link no longer works.")
+    return redirect("room", slug=room.slug)
+
+
+@login_required
+@require_POST
+def room_member_action(request: HttpRequest, slug: str) -> HttpResponse:
+    """The members panel's buttons: set a role, remove a member, leave."""
+    room, _role = _visible_room(request, slug)
+    user = _user(request)
+    action = request.POST.get("action")
+    target = _int(request.POST.get("user_id"))
+    try:
+        if action == "role":
+            services.membership_set_role(
+                room=room, user_id=target, role=request.POST.get("role"), actor=user
+            )
+            messages.success(request, "Role changed.")
+        elif action == "remove":
+            services.membership_remove(room=room, user_id=target, actor=user)
+            messages.success(request, "Member removed.")
+        elif action == "leave":
+            services.membership_leave(room=room, user=user)
+            messages.success(request, f"You left {room.name}.")
+            return redirect("home")
+        else:
+            raise ClientError("invalid_frame", "Unknown action.")
+    except ClientError as error:
+        messages.error(request, error.detail)
+        return redirect("room", slug=room.slug)
+    return redirect("room", slug=room.slug)
 
 
 def _user(request: HttpRequest) -> User:

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 
-from messages_app.models import Room, User
+from messages_app.models import MemberRole, Membership, Room, User
 from tests import live
 
 
@@ -151,7 +151,9 @@ def bob(make_user: object) -> User:
 
 @pytest.fixture
 def room(db: None, alice: User) -> Room:
-    return Room.objects.create(name="General", slug="general", created_by=alice)
+    room = Room.objects.create(name="General", slug="general", created_by=alice)
+    Membership.objects.create(room=room, user=alice, role=MemberRole.OWNER)
+    return room
 
 
 def session_cookie(user: User) -> str:

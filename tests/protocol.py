@@ -31,8 +31,11 @@ MIRROR: dict[str, Any] = {
     },
     "finalCloseCodes": [4401, 4403, 4404],
     "errorCodes": [
+        "already_deleted",
+        "already_member",
         "binary_frame",
         "body_too_long",
+        "client_id_reused",
         "empty_body",
         "forbidden",
         "frame_too_large",
@@ -41,13 +44,20 @@ MIRROR: dict[str, Any] = {
         "invalid_frame",
         "invalid_granularity",
         "invalid_id",
+        "invalid_invite",
         "invalid_json",
         "invalid_name",
+        "invalid_role",
         "invalid_slug",
+        "invalid_text",
+        "invalid_visibility",
+        "invite_expired",
+        "last_owner",
         "missing_body",
         "missing_type",
         "name_too_long",
         "not_found",
+        "not_member",
         "not_retryable",
         "not_streaming",
         "rate_limited",
@@ -55,8 +65,8 @@ MIRROR: dict[str, Any] = {
         "slug_taken",
         "unknown_type",
     ],
-    "serverFrames": ["delta", "error", "heartbeat", "message", "snapshot"],
-    "clientFrames": ["cancel", "post"],
+    "serverFrames": ["delta", "error", "heartbeat", "members", "message", "snapshot"],
+    "clientFrames": ["cancel", "delete", "post"],
 }
 
 
@@ -72,6 +82,8 @@ class RoomView:
     heartbeats: list[dict[str, Any]] = field(default_factory=list)
     snapshots: int = 0
     snapshot_rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # the latest member list (``members`` frames: someone joined, left, changed role)
+    members: list[dict[str, Any]] | None = None
 
     def apply(self, raw: str) -> dict[str, Any]:
         frame = json.loads(raw)
@@ -103,6 +115,8 @@ class RoomView:
                 self.applied.append((frame["id"], frame["version"]))
         elif kind == "error":
             self.errors.append(frame)
+        elif kind == "members":
+            self.members = frame["members"]
         elif kind == "heartbeat":
             self.heartbeats.append(frame)
         else:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("messages_app", "0002_message_heartbeat")]
+    dependencies = [("messages_app", "0002_rooms_membership")]
 
     operations = [
         migrations.AddField(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django import template
+from django.conf import settings
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
@@ -21,6 +22,12 @@ STATE_LABELS = {
     "cancelled": "stopped",
     "done": "",
 }
+
+
+@register.simple_tag
+def signup_mode() -> str:
+    """``CHAT_SIGNUP``: whether the login page offers a signup link at all."""
+    return settings.CHAT_SIGNUP
 
 
 @register.filter

@@ -19,7 +19,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.sessions.models import Session
 from playwright.sync_api import Locator, Page, WebSocketRoute, expect
 
-from messages_app.models import Message, Role, Room, Status, User
+from messages_app.models import MemberRole, Membership, Message, Role, Room, Status, User
 from tests.conftest import Stack
 from tests.e2e.conftest import PHONE, Browsing, expect_live, wait_until
 from tests.live import ModelServer
@@ -249,7 +249,9 @@ def test_reply_grows_in_both_browsers_and_ends_as_the_row(
             expect(reply(page)).to_have_attribute("data-status", "streaming")
             expect(reply(page)).to_have_attribute("aria-busy", "true")
             expect(reply(page).locator(".msg__state")).to_have_text("writing…")
-            expect(reply(page).get_by_role("button", name="Stop")).to_be_visible()
+        # Stop: for Alice, who asked; not for Bob, a plain member (issue 9).
+        expect(reply(a).get_by_role("button", name="Stop")).to_be_visible()
+        expect(reply(b).get_by_role("button", name="Stop")).to_be_hidden()
         assert row_of(reply(b)).body == expected
         lengths.append(len((body(reply(b)).text_content() or "").strip()))
     assert 0 < lengths[0] < lengths[1] < len(REPLY)
@@ -301,12 +303,17 @@ def test_reload_mid_reply_continues_with_no_lost_or_doubled_text(
     assert row_of(reply(b)).body == REPLY
 
 
-def test_stop_pressed_by_one_user_stops_the_reply_for_everyone(
+def test_stop_pressed_by_a_moderator_stops_the_reply_for_everyone(
     browsing: Browsing, model_server: ModelServer, alice: User, bob: User, trip: Room
 ) -> None:
     model_server.control(text=REPLY, tokens_per_second=RATE, first_token_delay=0, hold_after=10)
     a = browsing.room(alice, trip.slug)
     b = browsing.room(bob, trip.slug)
+    # Opening the public room made Bob a member; a plain member may not stop
+    # Alice's reply (issue 9), a moderator may.
+    Membership.objects.filter(room=trip, user=bob).update(role=MemberRole.MODERATOR)
+    b.reload()
+    expect_live(b)
     send(a, "@gpt spell the alphabet")
     partial = flushed_after(10)
     expect(body(reply(a))).to_have_text(partial)

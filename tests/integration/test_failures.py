@@ -13,7 +13,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chatsite.celery import app as celery_app
-from messages_app.models import Message, Room, Status, User
+from messages_app.models import MemberRole, Membership, Message, Room, Status, User
 from tests import live
 from tests.conftest import Stack
 from tests.live import ModelServer
@@ -133,6 +133,10 @@ async def test_cancel_frame_closes_the_model_stream_and_freezes_the_text(
 ) -> None:
     socket, reply_id = await start_held_reply(stack, held_model, token_room, alice)
     other = await open_socket(stack, token_room, bob)
+    # Opening the room made Bob a member; stopping Alice's reply takes a moderator.
+    await sync_to_async(Membership.objects.filter(room=token_room, user=bob).update)(
+        role=MemberRole.MODERATOR
+    )
     cancelled_at = time.time()
     await other.send({"type": "cancel", "id": reply_id})
     for watcher in (socket, other):

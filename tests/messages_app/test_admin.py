@@ -259,7 +259,7 @@ def test_admin_change_page_is_read_only(admin_client: Client, rows: Rows) -> Non
 
 
 @pytest.mark.django_db
-def test_admin_cannot_add_or_delete_messages_or_delete_rooms_and_users(
+def test_admin_cannot_add_or_delete_messages_or_delete_users(
     admin_client: Client, rows: Rows
 ) -> None:
     add = reverse("admin:messages_app_message_add")
@@ -267,8 +267,7 @@ def test_admin_cannot_add_or_delete_messages_or_delete_rooms_and_users(
     assert admin_client.post(add, {"room": rows.room.pk, "body": "x"}).status_code == 403
     delete = reverse("admin:messages_app_message_delete", args=[rows.note.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
-    room_delete = reverse("admin:messages_app_room_delete", args=[rows.room.pk])
-    assert admin_client.post(room_delete, {"post": "yes"}).status_code == 403
+    # (rooms are deleted, with a cascade, through services.room_delete: test_room_admin.py)
     user_delete = reverse("admin:messages_app_user_delete", args=[rows.note.author_id])
     assert admin_client.post(user_delete, {"post": "yes"}).status_code == 403
     # and the bulk delete action is not offered
@@ -299,11 +298,18 @@ def test_admin_user_and_room_pages_show_display_name_and_room_messages(
 def test_admin_room_add_sets_the_creator(admin_client: Client, admin_user: User) -> None:
     response = admin_client.post(
         reverse("admin:messages_app_room_add"),
-        {"name": "Ops", "slug": "ops", "granularity": "sentence"},
+        {
+            "name": "Ops",
+            "slug": "ops",
+            "granularity": "sentence",
+            "visibility": "private",
+        },
     )
     assert response.status_code == 302
     room = Room.objects.get(slug="ops")
     assert (room.name, room.granularity, room.created_by) == ("Ops", "sentence", admin_user)
+    assert room.visibility == "private"
+    assert list(room.memberships.values_list("user__username", "role")) == [("admin", "owner")]
 
 
 # --- the actions ------------------------------------------------------------------

@@ -189,8 +189,8 @@ def test_folding_chunks_equals_concatenating_them(
 
 def test_migration_gives_existing_rows_their_text_length(transactional_db: Any) -> None:
     executor = MigrationExecutor(connection)
-    executor.migrate([("messages_app", "0002_message_heartbeat")])
-    old = executor.loader.project_state([("messages_app", "0002_message_heartbeat")]).apps
+    executor.migrate([("messages_app", "0002_rooms_membership")])
+    old = executor.loader.project_state([("messages_app", "0002_rooms_membership")]).apps
     room = old.get_model("messages_app", "Room").objects.create(name="Old", slug="old")
     old.get_model("messages_app", "Message").objects.create(room=room, body="héllo 👍🏽")
     executor = MigrationExecutor(connection)

@@ -117,11 +117,23 @@ async def test_consumer_post_is_stored_and_broadcast_to_every_socket(
     other = await connect(room, bob)
     assert (await other.connect())[0]
     assert (await receive(other))["type"] == "snapshot"
+    # Opening the public room made Bob a member, and Alice's panel hears of it.
+    joined = await receive(socket)
+    assert joined["type"] == "members"
+    assert [(m["name"], m["role"]) for m in joined["members"]] == [
+        ("Alice", "owner"),
+        ("Bob", "member"),
+    ]
     client_id = str(uuid.uuid4())
     await socket.send_json_to({"type": "post", "body": "hi @gpt", "client_id": client_id})
     for communicator in (socket, other):
-        user_frame = await receive(communicator)
-        reply_frame = await receive(communicator)
+        # (Bob's own socket may hear of his joining too: members frames are skipped.)
+        frames = [f for f in [await receive(communicator)] if f["type"] != "members"]
+        while len(frames) < 2:
+            frame = await receive(communicator)
+            if frame["type"] != "members":
+                frames.append(frame)
+        user_frame, reply_frame = frames
         assert user_frame["type"] == "message"
         assert (user_frame["message"]["body"], user_frame["message"]["client_id"]) == (
             "hi @gpt",
@@ -322,6 +334,8 @@ async def test_consumer_closed_by_user_sockets_close_gets_its_code_and_leaves_th
     from messages_app import events
     from messages_app.realtime.hub import hub
 
+    # Bob is a member already: opening the room broadcasts no members frame.
+    await sync_to_async(services.membership_add)(room=room, user=bob)
     mine = await connect(room, alice)
     theirs = await connect(room, bob)
     for communicator in (mine, theirs):

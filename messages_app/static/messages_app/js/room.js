@@ -37,6 +37,10 @@
   const sendButton = document.getElementById("send");
   const composerError = document.getElementById("composer-error");
 
+  const membersUrl = root.dataset.membersUrl;
+  const myId = Number(root.dataset.userId);
+  let canModerate = root.dataset.canModerate === "true";
+
   // --- the protocol: mirrors messages_app/protocol.py ----------------------------
   // Every frame the page sends is built, and every frame it receives parsed, in
   // this section. The block between the markers is JSON, and a test checks that
@@ -62,8 +66,11 @@
       4404
     ],
     "errorCodes": [
+      "already_deleted",
+      "already_member",
       "binary_frame",
       "body_too_long",
+      "client_id_reused",
       "empty_body",
       "forbidden",
       "frame_too_large",
@@ -72,13 +79,20 @@
       "invalid_frame",
       "invalid_granularity",
       "invalid_id",
+      "invalid_invite",
       "invalid_json",
       "invalid_name",
+      "invalid_role",
       "invalid_slug",
+      "invalid_text",
+      "invalid_visibility",
+      "invite_expired",
+      "last_owner",
       "missing_body",
       "missing_type",
       "name_too_long",
       "not_found",
+      "not_member",
       "not_retryable",
       "not_streaming",
       "rate_limited",
@@ -90,11 +104,13 @@
       "delta",
       "error",
       "heartbeat",
+      "members",
       "message",
       "snapshot"
     ],
     "clientFrames": [
       "cancel",
+      "delete",
       "post"
     ]
   } /* protocol-mirror-end */);
@@ -108,6 +124,9 @@
     },
     cancel(id) {
       return JSON.stringify({ type: "cancel", id });
+    },
+    delete(id) {
+      return JSON.stringify({ type: "delete", id });
     },
     /** A server frame, or null when it is not JSON or not an object with a known type. */
     parse(data) {
@@ -125,7 +144,14 @@
     },
   };
 
-  const CANCEL_ERRORS = new Set(["invalid_id", "not_found", "not_streaming"]);
+  const CANCEL_ERRORS = new Set([
+    "invalid_id",
+    "not_found",
+    "not_streaming",
+    "forbidden",
+    "not_member",
+    "already_deleted",
+  ]);
   const OPEN = new Set(["pending", "streaming"]);
   const STATE_LABELS = {
     pending: "waiting for the model",
@@ -160,6 +186,7 @@
     '<p class="msg__error" hidden></p>' +
     '<div class="msg__actions" hidden>' +
     '<button type="button" class="button button--small button--stop" data-action="stop">Stop</button>' +
+    '<button type="button" class="button button--small button--ghost" data-action="delete">Delete</button>' +
     "</div>" +
     "</div>";
 
@@ -212,6 +239,7 @@
         error: el.querySelector(".msg__error"),
         actions: el.querySelector(".msg__actions"),
         stop: el.querySelector("[data-action=stop]"),
+        del: el.querySelector("[data-action=delete]"),
       },
       painted: { body: null, open: null, created: null },
       stopping: false,
@@ -255,8 +283,17 @@
     parts.state.textContent = label;
     parts.state.hidden = !label;
 
-    if (painted.body !== row.body || painted.open !== open) {
-      if (row.body) {
+    if (row.deleted) el.dataset.deleted = "true";
+    else delete el.dataset.deleted;
+    if (painted.body !== row.body || painted.open !== open || painted.deleted !== row.deleted) {
+      painted.deleted = row.deleted;
+      if (row.deleted) {
+        const gone = document.createElement("p");
+        gone.className = "deleted";
+        gone.textContent = "message deleted";
+        entry.body.reset();
+        parts.body.replaceChildren(gone);
+      } else if (row.body) {
         entry.body.update(row.body);
       } else if (open) {
         const thinking = document.createElement("p");
@@ -275,9 +312,27 @@
     parts.error.hidden = !row.error;
     parts.error.textContent = row.error ? `Failed: ${row.error}` : "";
 
-    parts.actions.hidden = !(assistant && open);
+    const stoppable = assistant && open && !row.deleted && mayStop(row);
+    const deletable = mayDelete(row);
+    parts.actions.hidden = !(stoppable || deletable);
+    parts.stop.hidden = !stoppable;
+    parts.del.hidden = !deletable;
     parts.stop.disabled = entry.stopping;
     parts.stop.textContent = entry.stopping ? "Stopping…" : "Stop";
+  }
+
+  function mayDelete(row) {
+    // The server decides (permissions.can_delete_message); this only hides a
+    // button that would be refused: own messages, or any for owners and moderators.
+    if (row.deleted) return false;
+    return canModerate || (row.author_id != null && row.author_id === myId);
+  }
+
+  function mayStop(row) {
+    // As permissions.can_cancel_reply: the member who asked, owners and moderators.
+    if (canModerate) return true;
+    const question = row.reply_to != null ? rows.get(row.reply_to) : null;
+    return !!question && question.row.author_id === myId;
   }
 
   // A new row is painted at once (it must be placed); a known one, like a delta's,
@@ -498,6 +553,9 @@
       case "error":
         onError(frame);
         break;
+      case "members":
+        refreshMembers();
+        break;
       case "heartbeat":
         onHeartbeat(frame);
         break;
@@ -641,6 +699,48 @@
     setConnection("offline", `${Frames.closeReason(CLOSE.tooManySockets)}: close one`);
     clearTimeout(retryTimer);
     retryTimer = setTimeout(connect, wait * (0.9 + Math.random() * 0.2));
+  }
+
+  function removedFromRoom() {
+    // As the server's close 4403 (once the sessions-end work closes the socket).
+    const old = socket;
+    socket = null;
+    if (old) old.close(1000, "removed");
+    ended(CLOSE.forbidden);
+  }
+
+  // --- members -------------------------------------------------------------------
+
+  const membersSlot = document.getElementById("members-slot");
+  let membersFetch = null;
+
+  async function refreshMembers() {
+    // A "members" frame says the list changed; the panel (with the buttons this
+    // user may press) comes from the server, which alone decides who may do what.
+    if (!membersSlot || !membersUrl) return;
+    const mine = (membersFetch = fetch(membersUrl, { cache: "no-store", redirect: "manual" }));
+    let response;
+    try {
+      response = await mine;
+    } catch {
+      return;
+    }
+    if (mine !== membersFetch) return; // a newer refresh is under way
+    if (response.status === 404) {
+      // No longer a member of a private room (or it is gone).
+      removedFromRoom();
+      return;
+    }
+    if (!response.ok) return;
+    membersSlot.innerHTML = await response.text(); // the server's own escaped template
+    const panel = document.getElementById("members-panel");
+    if (panel) {
+      canModerate = panel.dataset.canModerate === "true";
+      if (panel.dataset.member !== "true") {
+        setConnection("offline", "You are no longer a member of this room");
+      }
+    }
+    for (const entry of rows.values()) paint(entry);
   }
 
   function scheduleReconnect() {
@@ -794,6 +894,18 @@
   });
 
   // --- stop ----------------------------------------------------------------------
+
+  list.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action=delete]");
+    if (!button) return;
+    const entry = rows.get(Number(button.closest("article").dataset.messageId));
+    if (!entry) return;
+    if (!socket || !synced) {
+      showNotice("Not connected: try again in a moment.");
+      return;
+    }
+    socket.send(Frames.delete(entry.row.id));
+  });
 
   list.addEventListener("click", (event) => {
     const button = event.target.closest("button[data-action=stop]");

@@ -1,0 +1,125 @@
+"""The permission table: every role × every action (messages_app.permissions)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from messages_app import permissions
+from messages_app.models import MemberRole, Membership, Message, Role, Room, User, Visibility
+
+pytestmark = pytest.mark.django_db
+
+# Who acts: a name, their role in the room (None: not a member), whether staff.
+ACTORS: dict[str, tuple[str | None, bool]] = {
+    "owner": (MemberRole.OWNER, False),
+    "moderator": (MemberRole.MODERATOR, False),
+    "member": (MemberRole.MEMBER, False),
+    "asker": (MemberRole.MEMBER, False),  # asked for the reply
+    "author": (MemberRole.MEMBER, False),  # wrote the message
+    "non-member": (None, False),
+    "staff": (None, True),
+}
+
+# Each action, as a call of the actor (and the objects it is about).
+Call = Callable[[User, Room, "str | None", dict[str, Any]], bool]
+ACTIONS: dict[str, Call] = {
+    "see": lambda u, r, role, o: permissions.can_see_room(u, r, role),
+    "read": lambda u, r, role, o: permissions.can_read(u, r, role),
+    "post": lambda u, r, role, o: permissions.can_post(u, r, role),
+    "cancel": lambda u, r, role, o: permissions.can_cancel_reply(u, r, role, o["reply"]),
+    "delete": lambda u, r, role, o: permissions.can_delete_message(u, r, role, o["message"]),
+    "invite": lambda u, r, role, o: permissions.can_invite(u, r, role),
+    "manage_roles": lambda u, r, role, o: permissions.can_manage_roles(u, r, role),
+    "remove_member": lambda u, r, role, o: permissions.can_remove_member(
+        u, r, role, MemberRole.MEMBER
+    ),
+    "remove_moderator": lambda u, r, role, o: permissions.can_remove_member(
+        u, r, role, MemberRole.MODERATOR
+    ),
+    "remove_owner": lambda u, r, role, o: permissions.can_remove_member(
+        u, r, role, MemberRole.OWNER
+    ),
+    "leave": lambda u, r, role, o: permissions.can_leave(u, r, role),
+    "join": lambda u, r, role, o: permissions.can_join(u, r, role),
+    "manage_room": lambda u, r, role, o: permissions.can_manage_room(u, r, role),
+    "admin": lambda u, r, role, o: permissions.can_admin(u),
+}
+
+Y, N = True, False
+# In a private room. Columns in ACTIONS order.
+PRIVATE: dict[str, tuple[bool, ...]] = {
+    # see read post cancel delete invite roles rm_mem rm_mod rm_own leave join room admin
+    "owner": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, Y, N),
+    "moderator": (Y, Y, Y, Y, Y, Y, N, Y, N, N, Y, N, N, N),
+    "member": (Y, Y, Y, N, N, N, N, N, N, N, Y, N, N, N),
+    "asker": (Y, Y, Y, Y, N, N, N, N, N, N, Y, N, N, N),
+    "author": (Y, Y, Y, N, Y, N, N, N, N, N, Y, N, N, N),
+    "non-member": (N, N, N, N, N, N, N, N, N, N, N, N, N, N),
+    "staff": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, N, Y, Y),
+}
+# A public room differs only in who can find and join it.
+PUBLIC = {name: list(row) for name, row in PRIVATE.items()}
+PUBLIC["non-member"][0] = Y  # see (opening it joins)
+PUBLIC["non-member"][11] = Y  # join
+PUBLIC["staff"][11] = Y  # staff may join a public room too, like anyone
+
+
+def _setup(visibility: str) -> tuple[Room, dict[str, User], dict[str, Any]]:
+    users = {
+        name: User.objects.create_user(username=name.replace("-", ""), is_staff=staff)
+        for name, (_role, staff) in ACTORS.items()
+    }
+    room = Room.objects.create(name="R", slug="r", visibility=visibility)
+    for name, (role, _staff) in ACTORS.items():
+        if role is not None:
+            Membership.objects.create(room=room, user=users[name], role=role)
+    question = Message.objects.create(room=room, author=users["asker"], body="@gpt hi")
+    reply = Message.objects.create(
+        room=room, role=Role.ASSISTANT, status="streaming", reply_to=question
+    )
+    message = Message.objects.create(room=room, author=users["author"], body="mine")
+    return room, users, {"reply": reply, "message": message}
+
+
+@pytest.mark.parametrize(
+    ("visibility", "table"), [(Visibility.PRIVATE, PRIVATE), (Visibility.PUBLIC, PUBLIC)]
+)
+def test_permissions_table_of_every_role_and_action(visibility: str, table: dict[str, Any]) -> None:
+    room, users, objects = _setup(visibility)
+    got = {
+        name: tuple(
+            call(users[name], room, permissions.role_of(users[name], room), objects)
+            for call in ACTIONS.values()
+        )
+        for name in ACTORS
+    }
+    expected = {name: tuple(row) for name, row in table.items()}
+    mismatches = {
+        (name, action): (got[name][i], expected[name][i])
+        for name in ACTORS
+        for i, action in enumerate(ACTIONS)
+        if got[name][i] != expected[name][i]
+    }
+    assert mismatches == {}
+
+
+def test_permissions_refuse_everything_to_an_inactive_owner_or_staff() -> None:
+    room, users, objects = _setup(Visibility.PUBLIC)
+    for name in ("owner", "staff"):
+        user = users[name]
+        user.is_active = False
+        role = permissions.role_of(user, room)
+        assert [call(user, room, role, objects) for call in ACTIONS.values()] == [False] * len(
+            ACTIONS
+        ), name
+
+
+def test_permissions_role_of_is_none_for_signed_out_visitors() -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    room, _users, _objects = _setup(Visibility.PUBLIC)
+    assert permissions.role_of(AnonymousUser(), room) is None
+    assert not permissions.can_see_room(AnonymousUser(), room, None)
