@@ -28,7 +28,12 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="ReplyChunk",
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
                 ("version", models.PositiveIntegerField()),
                 ("offset", models.PositiveIntegerField()),
                 ("text", models.TextField()),
