@@ -12,7 +12,7 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
-from messages_app import events, protocol
+from messages_app import events, protocol, services
 from messages_app.models import Room, User
 from tests import live
 from tests.conftest import Stack, session_cookie
@@ -125,4 +125,22 @@ async def test_removal_from_a_room_closes_only_that_rooms_sockets_everywhere(
     await there[0].send({"type": "post", "body": "other room"})
     for socket in there:
         await socket.until(lambda view: any(r["body"] == "other room" for r in view.rows.values()))
+        await socket.close()
+
+
+async def test_an_owner_removing_a_member_closes_the_members_sockets_on_every_web_process(
+    stack: Stack, second_web: int, alice: User, bob: User, room: Room
+) -> None:
+    # given Bob in the room (opening a public room joins it) on both web processes
+    bobs = await sockets_on_both(stack, second_web, room, bob)
+    alices = await sockets_on_both(stack, second_web, room, alice)
+    # when Alice, the owner, removes him through the members panel's service
+    await sync_to_async(services.membership_remove)(room=room, user_id=bob.pk, actor=alice)
+    # then each of his sockets is closed "removed from this room", on both processes
+    for socket in bobs:
+        assert await socket.closed_code() == protocol.CLOSE_FORBIDDEN
+    # and hers stay open and live
+    await alices[0].send({"type": "post", "body": "without Bob"})
+    for socket in alices:
+        await socket.until(lambda view: any(r["body"] == "without Bob" for r in view.rows.values()))
         await socket.close()

@@ -36,11 +36,13 @@ RSS_BOUND_MB = 160
 def bounded_web(stack: Stack) -> Iterator[live.Process]:
     port = live.free_port()
     web = live.daphne(
-        # four replies of one user open at once: above the default per-user limit
+        # four replies of one user open at once: above the default per-user limits
         {
             **stack.env,
             "CHAT_SOCKET_BUFFER_BYTES": str(BUFFER),
             "GPT_MAX_OPEN_REPLIES_PER_USER": "10",
+            # one user's fifty slow sockets: above the default per-user socket limit
+            "CHAT_MAX_SOCKETS_PER_USER": "200",
         },
         stack.log_dir,
         port,

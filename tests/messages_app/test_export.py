@@ -99,6 +99,7 @@ async def test_export_markdown_reads_as_the_conversation(
     room: Room, alice: User, bob: User
 ) -> None:
     rows = await sync_to_async(talk)(room, alice, bob)
+    await sync_to_async(services.membership_join)(room=room, user=bob)  # members export
     client = AsyncClient()
     await client.aforce_login(bob)
     response, body = await download(client, room.slug, "md")
@@ -152,6 +153,19 @@ async def test_export_of_an_empty_room_is_valid(room: Room, alice: User) -> None
     assert json.loads(body)["messages"] == []
     _, markdown = await download(client, room.slug, "md")
     assert markdown.startswith(f"# {room.name}")
+
+
+@pytest.mark.parametrize("fmt", ["md", "json"])
+def test_export_of_a_private_room_is_not_found_for_a_non_member(
+    room: Room, alice: User, bob: User, fmt: str
+) -> None:
+    Room.objects.filter(pk=room.pk).update(visibility="private")
+    Message.objects.create(room=room, author=alice, body="members only")
+    client = Client()
+    client.force_login(bob)
+    response = client.get(f"/rooms/{room.slug}/export.{fmt}")
+    assert response.status_code == 404
+    assert b"members only" not in response.content
 
 
 def test_export_needs_a_signed_in_user(room: Room) -> None:
