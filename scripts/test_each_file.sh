@@ -8,13 +8,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 source "$ROOT/scripts/bootstrap.sh"
 failed=()
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 for file in $(git ls-files 'tests/**/test_*.py' 'tests/test_*.py' | sort); do
   start=$(date +%s)
-  if "$VENV/bin/python" -m pytest "$file" -q -p randomly "$@" >/tmp/test_each_file.log 2>&1; then
+  if "$VENV/bin/python" -m pytest "$file" -q -p randomly "$@" >"$log" 2>&1; then
     printf 'ok    %4ss  %s\n' "$(( $(date +%s) - start ))" "$file"
   else
     printf 'FAIL  %4ss  %s\n' "$(( $(date +%s) - start ))" "$file"
-    tail -20 /tmp/test_each_file.log
+    tail -20 "$log"
     failed+=("$file")
   fi
 done
