@@ -29,15 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
 
-from bench import plots
-from bench.replies import long_reply
+from bench import plots, replies
+from bench.replies import long_reply, tenth
 from tests.e2e.render_page import CHROMIUM, CHROMIUM_ARGS, SCRIPTS
 from worker.demo_llm import tokenize
 
@@ -138,12 +137,6 @@ def markdown_page(page: Page) -> None:
     page.set_content("<!doctype html><html><head><meta charset='utf-8'></head><body></body></html>")
     for script in SCRIPTS:
         page.add_script_tag(path=str(script))
-
-
-def tenth(costs: list[float], end: bool) -> float:
-    size = max(1, len(costs) // 10)
-    part = costs[-size:] if end else costs[:size]
-    return statistics.fmean(part)
 
 
 def per_delta(page: Page, mode: str, tokens: list[str]) -> dict[str, Any]:
@@ -265,11 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--plot", type=Path, help="write a PNG of cost against length here")
     args = parser.parse_args(argv)
-    try:
-        lengths = tuple(int(part) for part in args.lengths.split(","))
-    except ValueError:
-        parser.error("--lengths: comma-separated character counts, e.g. 2000,8000,32000")
-    if not lengths or min(lengths) < 100 or args.room_chars < 100:
+    lengths = replies.parse_lengths(parser, args.lengths)
+    if args.room_chars < 100:
         parser.error("reply lengths must be at least 100 characters")
     figures = run(lengths, args.room_chars)
     print(markdown(figures))  # noqa: T201

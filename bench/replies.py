@@ -9,7 +9,9 @@ tests of long replies.
 
 from __future__ import annotations
 
+import argparse
 import random
+import statistics
 
 WORDS = (
     "the a request row stream reply token socket browser worker database commit version "
@@ -80,3 +82,21 @@ def long_reply(chars: int, seed: int = 0) -> str:
         length += len(block) + 2
         index += 1
     return "\n\n".join(blocks)[:chars]
+
+
+def parse_lengths(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+    """``--lengths`` of the long-reply benchmarks: comma-separated character counts."""
+    try:
+        lengths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        parser.error("--lengths: comma-separated character counts, e.g. 2000,8000,32000")
+    if not lengths or min(lengths) < 100:
+        parser.error("reply lengths must be at least 100 characters")
+    return lengths
+
+
+def tenth(values: list[float], end: bool) -> float:
+    """The mean of the first (or last) tenth of ``values``: the cost at a reply's start
+    against its end."""
+    size = max(1, len(values) // 10)
+    return statistics.fmean(values[-size:] if end else values[:size])

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import time
@@ -35,8 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import plots
-from bench.replies import long_reply
+from bench import plots, replies
+from bench.replies import long_reply, tenth
 from bench.stack import ROOT, database_url, drop_database
 from worker.demo_llm import tokenize
 
@@ -127,11 +126,6 @@ def wire_bytes(tokens: list[str]) -> int:
         total += len(frame.encode())
         offset += len(token)
     return total
-
-
-def tenth(values: list[float], end: bool) -> float:
-    size = max(1, len(values) // 10)
-    return statistics.fmean(values[-size:] if end else values[:size])
 
 
 def measure(lengths: tuple[int, ...]) -> dict[str, Any]:
@@ -238,12 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.plot:
             plot(figures, args.plot)
         return
-    try:
-        lengths = tuple(int(part) for part in args.lengths.split(","))
-    except ValueError:
-        parser.error("--lengths: comma-separated character counts, e.g. 2000,8000,32000")
-    if not lengths or min(lengths) < 100:
-        parser.error("reply lengths must be at least 100 characters")
+    lengths = replies.parse_lengths(parser, args.lengths)
     url = database_url(f"bench_wal_{os.getpid()}")
     env = {
         **os.environ,

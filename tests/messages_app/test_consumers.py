@@ -288,10 +288,10 @@ async def test_consumer_rate_limit_is_an_error_frame_and_stores_nothing(
 # --- the connection's plumbing: nothing left behind, closes from the hub ---------------
 
 
-async def test_consumer_whose_snapshot_fails_leaves_nothing_in_the_hub(
+async def test_consumer_whose_snapshot_fails_leaves_nothing_in_the_hub_nor_the_socket_lease(
     room: Room, alice: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from messages_app import consumers
+    from messages_app import consumers, limits
     from messages_app.realtime.hub import hub
 
     def broken(**kwargs: Any) -> list[dict[str, Any]]:
@@ -303,6 +303,8 @@ async def test_consumer_whose_snapshot_fails_leaves_nothing_in_the_hub(
         await communicator.connect()
         await communicator.receive_output(timeout=5)
     assert hub().rooms == {} and hub().users == {}
+    # channels runs no disconnect() for a connect that raised: the place must not leak.
+    assert await sync_to_async(limits.open_sockets)(alice.pk) == 0
 
 
 async def test_consumer_whose_subscription_times_out_leaves_nothing_in_the_hub(
