@@ -19,4 +19,7 @@ fi
 
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
-exec "$VENV/bin/python" -m pytest "$@"
+# Both cores: pytest-xdist runs the files in two worker processes (each its own test
+# database, Celery queue and Redis prefix: tests/settings.py), a file at a time so a
+# module's servers start once. `-n 0` (or any -n) given here overrides it.
+exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-auto}" --dist loadfile "$@"

@@ -12,6 +12,10 @@ from chatsite.settings import *  # noqa: E402,F403
 from chatsite.settings import CACHES, DATABASES  # noqa: E402
 
 TEST_ID = os.environ.get("CHAT_TEST_ID", "chat_test")
+# pytest-xdist runs the suite in several worker processes (scripts/test.sh): each
+# one is a test run of its own, with its own database, queue and prefix.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    TEST_ID = f"{TEST_ID}_{os.environ['PYTEST_XDIST_WORKER']}"
 DATABASES["default"]["TEST"] = {"NAME": f"test_{TEST_ID}"}
 CELERY_TASK_DEFAULT_QUEUE = f"{TEST_ID}-tasks"
 CHAT_REDIS_PREFIX = f"{TEST_ID}-events"

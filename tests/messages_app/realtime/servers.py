@@ -1,10 +1,11 @@
-"""Redis servers of the tests' own (ports 7101-7120): with a password, TLS, a cluster;
-and a TCP proxy that can go silent, as a half-open connection does."""
+"""Redis servers of the tests' own (ports from ``PORT_BASE``): with a password, TLS, a
+cluster; and a TCP proxy that can go silent, as a half-open connection does."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +14,11 @@ from pathlib import Path
 import redis
 
 from tests import live
+
+# A Redis Cluster announces its nodes' ports, so these servers take fixed ones:
+# 7101-7120 for a run, 40 further on for each pytest-xdist worker (gw0, gw1, ...).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+PORT_BASE = 7101 + 40 * int(_WORKER.removeprefix("gw") or 0)
 
 
 def _wait_ping(client: redis.Redis, process: live.Process, timeout: float = 30.0) -> None:

@@ -200,7 +200,7 @@ def redis_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def password_redis(redis_dir: Path) -> Iterator[int]:
-    port = 7101
+    port = servers.PORT_BASE
     with servers.redis_server(port, redis_dir, "--requirepass", "s3cret:pass") as process:
         servers.wait_ready(process, f"redis://:s3cret%3Apass@127.0.0.1:{port}/0")
         import redis
@@ -219,7 +219,7 @@ def password_redis(redis_dir: Path) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def tls_redis(redis_dir: Path) -> Iterator[tuple[int, Path]]:
-    port = 7103
+    port = servers.PORT_BASE + 2
     cert, key = servers.make_certificate(redis_dir)
     with servers.redis_server(
         port - 1,
@@ -257,13 +257,15 @@ async def events_flow(url: str, settings: Any, room: Room, alice: User) -> Socke
 @pytest.mark.parametrize(
     "url",
     [
-        "redis://:s3cret%3Apass@127.0.0.1:7101/3",  # a password (escaped) and a db number
-        "redis://chat:user-pass@127.0.0.1:7101/5",  # an ACL user
+        "redis://:s3cret%3Apass@127.0.0.1:{port}/3",  # a password (escaped) and a db number
+        "redis://chat:user-pass@127.0.0.1:{port}/5",  # an ACL user
     ],
+    ids=["password-and-db", "acl-user"],
 )
 async def test_events_and_commands_travel_with_any_redis_url(
     url: str, password_redis: int, events_redis: Any, room: Room, alice: User
 ) -> None:
+    url = url.format(port=password_redis)
     socket = await events_flow(url, events_redis, room, alice)
     assert socket.frames[0]["message"]["body"].startswith("via")
     assert socket.closed_with == [protocol.CLOSE_UNAUTHENTICATED]
@@ -285,7 +287,7 @@ async def test_hub_with_a_wrong_password_refuses_the_join_and_leaves_nothing(
     from messages_app.realtime import hub as hub_module
 
     monkeypatch.setattr(hub_module, "SUBSCRIBE_TIMEOUT", 0.5)
-    hub = make_hub("redis://:wrong@127.0.0.1:7101/0")
+    hub = make_hub(f"redis://:wrong@127.0.0.1:{password_redis}/0")
     socket = Socket()
     member = socket.member(room_id=room.pk, user_id=alice.pk)
     with pytest.raises(TimeoutError):
@@ -298,7 +300,7 @@ async def test_hub_with_a_wrong_password_refuses_the_join_and_leaves_nothing(
 
 @pytest.fixture(scope="module")
 def cluster(redis_dir: Path) -> Iterator[list[int]]:
-    ports = [7111, 7112, 7113]
+    ports = [servers.PORT_BASE + 10 + n for n in range(3)]
     with servers.redis_cluster(ports, redis_dir):
         yield ports
 
