@@ -531,7 +531,11 @@
     }
     for (const message of messages) {
       const entry = rows.get(message.id);
-      if (entry) entry.stopping = false;
+      if (entry) {
+        // A fresh snapshot answers whatever was in flight (a lost frame included).
+        entry.stopping = false;
+        entry.regenerating = false;
+      }
       upsert(message);
     }
     // Drop whatever the server rendered that is not a row (first load).
