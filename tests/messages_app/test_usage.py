@@ -161,3 +161,15 @@ def test_admin_user_list_shows_tokens_per_user(
     # Sorting by a usage column works (it is an annotation).
     ordered = admin_client.get(reverse("admin:messages_app_user_changelist") + "?o=-8")
     assert ordered.status_code == 200
+
+
+def test_room_page_renders_the_usage_line_of_a_finished_reply(
+    client: Client, room: Room, alice: User
+) -> None:
+    answered(room, alice, usage=tokens(17))
+    services.message_post(room=room, author=alice, body="@gpt still open")
+    client.force_login(alice)
+    html = client.get(reverse("room", args=[room.slug])).content.decode()
+    # The finished reply's line (the page's script keeps it live); none for the open one.
+    assert html.count('class="msg__usage"') == 1
+    assert "GPT · model-a · 16 + 1 = 17 tokens" in html
