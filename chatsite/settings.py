@@ -371,6 +371,10 @@ GPT_MAX_REPLIES_PER_MINUTE = env_int("GPT_MAX_REPLIES_PER_MINUTE", 10, minimum=1
 # Per user: tokens (total_tokens the model reported) of the replies asked for in
 # the last 24 hours; a new @gpt request beyond it is refused. 0: no budget.
 GPT_DAILY_TOKENS_PER_USER = env_int("GPT_DAILY_TOKENS_PER_USER", 0, minimum=0)
+# Earlier attempts kept per reply when it is regenerated (ReplyRevision rows); a
+# regenerate that would keep more is refused (too_many_revisions), so no text is
+# dropped silently and every attempt's tokens stay counted.
+GPT_MAX_REVISIONS = env_int("GPT_MAX_REVISIONS", 10, minimum=1, maximum=100)
 GPT_CONTEXT_MESSAGES = env_int("GPT_CONTEXT_MESSAGES", 30, minimum=1, maximum=500)
 GPT_CONTEXT_CHARS = env_int("GPT_CONTEXT_CHARS", 24000, minimum=500)
 

@@ -28,8 +28,8 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from messages_app import permissions, services
-from messages_app.models import Membership, Message, Room, User, Visibility
-from messages_app.selectors import member_list, message_text, with_text
+from messages_app.models import Membership, Message, ReplyRevision, Room, User, Visibility
+from messages_app.selectors import member_list, message_text, users_with_usage, with_text
 from messages_app.services import ClientError
 
 EXCERPT_CHARS = 80
@@ -66,6 +66,26 @@ class UserAdmin(BaseUserAdmin):
         "last_login",
     )
     search_fields = ("username", "display_name", "email")
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        # @gpt usage per user, counted as the usage page and the daily budget count
+        # it (selectors.users_with_usage), "today" and "month" in TIME_ZONE.
+        return (*self.list_display, "tokens_today", "tokens_month", "tokens_total")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        return users_with_usage(super().get_queryset(request))
+
+    @admin.display(description="@gpt tokens today", ordering="tokens_today")
+    def tokens_today(self, user: User) -> int:
+        return getattr(user, "tokens_today", 0)
+
+    @admin.display(description="tokens this month", ordering="tokens_month")
+    def tokens_month(self, user: User) -> int:
+        return getattr(user, "tokens_month", 0)
+
+    @admin.display(description="tokens all time", ordering="tokens_total")
+    def tokens_total(self, user: User) -> int:
+        return getattr(user, "tokens_total", 0)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # see the module docstring: deactivate instead
@@ -180,15 +200,48 @@ def _run_per_row(
         )
 
 
-def _retry_unless_deleted(message: Message) -> object:
-    # A deleted reply stays deleted: streaming it again would refill a tombstone.
-    if message.deleted_at is not None:
-        raise ClientError("already_deleted", f"Message {message.pk} is deleted.")
-    return services.reply_retry(message_id=message.pk)
+class ReplyRevisionInline(admin.TabularInline):
+    """A reply's earlier attempts (kept by each regenerate), read-only like the row."""
+
+    model = ReplyRevision
+    fk_name = "message"
+    extra = 0
+    can_delete = False
+    fields = (
+        "number",
+        "status",
+        "model",
+        "tokens",
+        "requested_at",
+        "finished_at",
+        "replaced_at",
+        "replaced_by",
+        "full_text",
+        "error",
+    )
+    readonly_fields = fields
+    ordering = ("number",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="tokens")
+    def tokens(self, revision: ReplyRevision) -> str:
+        if revision.total_tokens is None:
+            return "-"
+        return f"{revision.total_tokens} ({revision.prompt_tokens}+{revision.completion_tokens})"
+
+    @admin.display(description="text")
+    def full_text(self, revision: ReplyRevision) -> SafeString:
+        return format_html('<pre class="message-body">{}</pre>', revision.text or "(empty)")
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
+    inlines = (ReplyRevisionInline,)
     list_display = (
         "id",
         "room",
@@ -237,7 +290,19 @@ class MessageAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Times", {"fields": ("created_at", "updated_at", "finished_at", "client_id")}),
+        (
+            "Times",
+            {
+                "fields": (
+                    "created_at",
+                    "requested_at",
+                    "updated_at",
+                    "finished_at",
+                    "client_id",
+                    "revision_count",
+                )
+            },
+        ),
         ("Deleted", {"fields": ("deleted_at", "deleted_by")}),
     )
     readonly_fields = (
@@ -256,9 +321,11 @@ class MessageAdmin(admin.ModelAdmin):
         "completion_tokens",
         "total_tokens",
         "created_at",
+        "requested_at",
         "updated_at",
         "finished_at",
         "client_id",
+        "revision_count",
         "deleted_at",
         "deleted_by",
     )
@@ -361,14 +428,18 @@ class MessageAdmin(admin.ModelAdmin):
             done="Cancelled",
         )
 
-    @admin.action(description="Retry failed replies", permissions=["change"])
+    @admin.action(description="Regenerate replies (keeps the old text)", permissions=["change"])
     def retry_failed_replies(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        """Stream each selected failed (or cancelled) reply again (``services.reply_retry``)."""
+        """Stream each selected done, failed or cancelled reply again, keeping the attempt
+        it held as a revision (``services.reply_regenerate``, as the room's button)."""
         _run_per_row(
             self,
             request,
             queryset,
-            call=_retry_unless_deleted,
+            call=lambda m: services.reply_regenerate(
+                message_id=m.pk,
+                actor=request.user,  # type: ignore[arg-type]
+            ),
             done="Queued again",
         )
 

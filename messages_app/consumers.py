@@ -166,6 +166,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 await database_sync_to_async(services.message_delete)(
                     room=self.room, message_id=frame.id, actor=user
                 )
+            elif isinstance(frame, protocol.Retry):
+                await database_sync_to_async(services.reply_regenerate)(
+                    room=self.room, message_id=frame.id, actor=user
+                )
         except ClientError as error:
             await self.send(text_data=protocol.error_frame_for(error))
         except Exception:

@@ -27,15 +27,15 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db.models import Sum
 from django.utils import timezone
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
 from limits import RateLimitItemPerSecond as PerSeconds
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from messages_app.models import Message, Role, User
+from messages_app.models import User
 from messages_app.protocol import ClientError
+from messages_app.selectors import usage_attempts
 
 logger = logging.getLogger(__name__)
 
@@ -176,33 +176,29 @@ BUDGET_WINDOW = timedelta(hours=24)
 def gpt_budget_check(*, user: User | Any) -> None:
     """Raise ``rate_limited`` if ``user``'s replies of the last 24 h used their token budget.
 
-    Counts ``total_tokens`` as the replies recorded it (finished replies; one still
-    streaming counts once it finishes, so the budget can be overrun by at most
-    the replies open at once). ``GPT_DAILY_TOKENS_PER_USER = 0``: no budget.
+    Counts ``total_tokens`` as the replies recorded them, every attempt of a
+    regenerated reply too, at the time each was asked for
+    (``selectors.usage_attempts``, the source the usage page reads). A reply
+    still streaming counts once it finishes, so the budget can be overrun by at
+    most the replies open at once. ``GPT_DAILY_TOKENS_PER_USER = 0``: no budget.
     """
     budget = settings.GPT_DAILY_TOKENS_PER_USER
     if not budget:
         return
-    since = timezone.now() - BUDGET_WINDOW
-    replies = Message.objects.filter(
-        role=Role.ASSISTANT,
-        reply_to__author_id=user.pk,
-        created_at__gte=since,
-        total_tokens__isnull=False,
+    attempts = usage_attempts(
+        user_id=user.pk, since=timezone.now() - BUDGET_WINDOW, with_tokens=True
     )
-    used = replies.aggregate(used=Sum("total_tokens"))["used"] or 0
+    used = sum(tokens for _at, tokens in attempts)
     if used < budget:
         return
     # The wait: until enough of the oldest replies leave the window to bring the
     # total below the budget.
     wait = BUDGET_WINDOW.total_seconds()
     remaining = used
-    for created_at, tokens in replies.order_by("created_at").values_list(
-        "created_at", "total_tokens"
-    ):
+    for asked_at, tokens in attempts:
         remaining -= tokens
         if remaining < budget:
-            wait = (created_at + BUDGET_WINDOW - timezone.now()).total_seconds()
+            wait = (asked_at + BUDGET_WINDOW - timezone.now()).total_seconds()
             break
     wait = max(1.0, wait)
     raise ClientError(

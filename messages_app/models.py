@@ -147,6 +147,13 @@ class Message(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # When the reply's current attempt was asked for: null for the first (the
+    # row's ``created_at``), set by each regenerate. Usage and the per-user limits
+    # count an attempt at this time (selectors.usage_since).
+    requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Earlier attempts kept as ReplyRevision rows (numbered 1..revision_count);
+    # counted here so that a snapshot needs no second query.
+    revision_count = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Written by the worker running a streaming reply every GPT_HEARTBEAT_INTERVAL;
@@ -228,3 +235,54 @@ class ReplyChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.version} of #{self.message_id} at {self.offset}"
+
+
+class ReplyRevision(models.Model):
+    """An earlier attempt of a reply, kept when it was regenerated.
+
+    The reply row keeps its place (id) and holds the current attempt; its earlier
+    ones are numbered 1, 2, ... in the order they were made. At most
+    ``GPT_MAX_REVISIONS`` per reply (``services.reply_regenerate`` refuses the
+    next). Their tokens count in the asker's usage and daily budget at
+    ``requested_at``, like the reply's own.
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    text = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices)
+    model = models.CharField(max_length=128, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # When this attempt was asked for and when it ended (copied from the reply).
+    requested_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When it was replaced, and by whom (null: the system or a deleted user).
+    replaced_at = models.DateTimeField(auto_now_add=True)
+    replaced_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["message", "number"]
+        indexes = [
+            # Usage and the per-user limits: attempts by when they were asked for.
+            models.Index(fields=["requested_at"], name="revision_by_requested_at"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "number"], name="revision_unique_number"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="revision_number_positive"),
+            models.CheckConstraint(
+                condition=Q(status__in=["done", "failed", "cancelled"]),
+                name="revision_status_closed",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"revision {self.number} of #{self.message_id}"

@@ -74,6 +74,13 @@ def can_cancel_reply(user: Any, room: Room, role: str | None, reply: Message) ->
     return role is not None and asker_id is not None and asker_id == user.pk
 
 
+def can_regenerate(user: Any, room: Room, role: str | None, reply: Message) -> bool:
+    """Regenerating a reply: the member who asked for it, the room's owners and
+    moderators, staff (as stopping it). Whether it may be regenerated now (its
+    status, deleted, the limits) is the service's to say."""
+    return can_cancel_reply(user, room, role, reply)
+
+
 def can_delete_message(user: Any, room: Room, role: str | None, message: Message) -> bool:
     """Deleting a message: its author (while a member), owners and moderators, staff."""
     if not _active(user):

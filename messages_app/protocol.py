@@ -51,7 +51,7 @@ FINAL_CLOSE_CODES = frozenset({CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_ROO
 # --- frame types ----------------------------------------------------------------------
 
 SERVER_FRAME_TYPES = frozenset({"snapshot", "message", "delta", "error", "heartbeat", "members"})
-CLIENT_FRAME_TYPES = frozenset({"post", "cancel", "delete"})
+CLIENT_FRAME_TYPES = frozenset({"post", "cancel", "delete", "retry"})
 
 # --- error codes (the ``code`` of an ``error`` frame) -------------------------------
 
@@ -96,6 +96,9 @@ ERROR_CODES = frozenset(
         "already_deleted",
         "client_id_reused",
         "invalid_text",
+        # regenerate (issue 13): a retry of a user message, past GPT_MAX_REVISIONS
+        "not_a_reply",
+        "too_many_revisions",
     }
 )
 
@@ -276,7 +279,14 @@ class Delete:
     id: int
 
 
-ClientFrame = Post | Cancel | Delete
+@dataclass(frozen=True)
+class Retry:
+    """Regenerate a finished, failed or cancelled reply (``services.reply_regenerate``)."""
+
+    id: int
+
+
+ClientFrame = Post | Cancel | Delete | Retry
 
 
 def _message_id(frame: dict[str, Any]) -> int:
@@ -309,6 +319,8 @@ def parse_client_frame(text_data: str | None, *, max_length: int) -> ClientFrame
         return Cancel(id=_message_id(frame))
     if kind == "delete":
         return Delete(id=_message_id(frame))
+    if kind == "retry":
+        return Retry(id=_message_id(frame))
     raise ClientError("unknown_type", f"Unknown frame type {str(kind)[:40]!r}.")
 
 

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.aggregates import StringAgg
-from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from messages_app.models import Membership, Message, ReplyChunk, Role, Room, Status, Visibility
+from messages_app.models import (
+    Membership,
+    Message,
+    ReplyChunk,
+    ReplyRevision,
+    Role,
+    Room,
+    Status,
+    Visibility,
+)
 
 
 def _iso(value: Any) -> str | None:
@@ -75,6 +87,12 @@ def message_payload(message: Message) -> dict[str, Any]:
         "created_at": _iso(message.created_at),
         "updated_at": _iso(message.updated_at),
         "finished_at": _iso(message.finished_at),
+        # When the current attempt was asked for (a regenerate's time, else the
+        # row's): the usage line's duration runs from here to finished_at.
+        "requested_at": _iso(message.requested_at or message.created_at),
+        # Earlier attempts kept (ReplyRevision 1..revisions); the current one is
+        # number revisions + 1. Their text: GET /rooms/<slug>/messages/<id>/revisions/.
+        "revisions": message.revision_count,
         # A tombstone: the body is gone (emptied in the database), the row stays.
         "deleted": message.deleted_at is not None,
         "deleted_at": _iso(message.deleted_at),
@@ -173,3 +191,130 @@ def reply_context_messages(*, reply: Message, limit: int, max_chars: int) -> lis
         chosen.append(message)
     chosen.reverse()
     return chosen
+
+
+# --- revisions ----------------------------------------------------------------------
+
+
+def revision_payload(revision: ReplyRevision, *, deleted: bool = False) -> dict[str, Any]:
+    """An earlier attempt of a reply, as the revisions endpoint sends it."""
+    return {
+        "number": revision.number,
+        "body": "" if deleted else revision.text,
+        "status": revision.status,
+        "model": revision.model,
+        "error": "" if deleted or revision.status != Status.FAILED else revision.error,
+        "usage": {
+            "prompt_tokens": revision.prompt_tokens,
+            "completion_tokens": revision.completion_tokens,
+            "total_tokens": revision.total_tokens,
+        },
+        "requested_at": _iso(revision.requested_at),
+        "finished_at": _iso(revision.finished_at),
+        "replaced_at": _iso(revision.replaced_at),
+    }
+
+
+def reply_revisions(*, message: Message) -> list[dict[str, Any]]:
+    """Every earlier attempt of ``message``, oldest first (empty text once it is deleted)."""
+    deleted = message.deleted_at is not None
+    return [
+        revision_payload(r, deleted=deleted)
+        for r in ReplyRevision.objects.filter(message=message).order_by("number")
+    ]
+
+
+# --- usage: one source of truth for the usage page, the admin and the budget ---------
+#
+# Every attempt of a reply counts for the member who asked (the author of the
+# message it answers), at the time it was asked for: the reply row's current
+# attempt at ``requested_at`` (or, for its first, ``created_at``), each earlier
+# one (a ReplyRevision) at its own ``requested_at``. Tokens are what the model
+# reported (``total_tokens``); an attempt without a figure (still open, failed
+# before the usage arrived) counts as an attempt with no tokens.
+
+
+def _reply_attempts(user_id: int) -> QuerySet[Message]:
+    return Message.objects.filter(role=Role.ASSISTANT, reply_to__author_id=user_id).annotate(
+        at=Coalesce("requested_at", "created_at")
+    )
+
+
+def _revision_attempts(user_id: int) -> QuerySet[ReplyRevision]:
+    return ReplyRevision.objects.filter(message__reply_to__author_id=user_id).annotate(
+        at=F("requested_at")
+    )
+
+
+@dataclass(frozen=True)
+class Usage:
+    replies: int  # attempts asked for (each regenerate is one more)
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+def usage_since(*, user_id: int, since: datetime | None = None) -> Usage:
+    """What ``user_id``'s replies used since ``since`` (all time if None)."""
+    totals = [0, 0, 0, 0]
+    for rows in (_reply_attempts(user_id), _revision_attempts(user_id)):
+        if since is not None:
+            rows = rows.filter(at__gte=since)
+        got = rows.aggregate(
+            n=Count("pk"),
+            p=Sum("prompt_tokens"),
+            c=Sum("completion_tokens"),
+            t=Sum("total_tokens"),
+        )
+        for i, key in enumerate(("n", "p", "c", "t")):
+            totals[i] += got[key] or 0
+    return Usage(*totals)
+
+
+def usage_attempts(
+    *, user_id: int, since: datetime, with_tokens: bool = False
+) -> list[tuple[datetime, int]]:
+    """``(asked at, total tokens or 0)`` of ``user_id``'s attempts since ``since``,
+    oldest first; only those with a token figure when ``with_tokens``."""
+    found: list[tuple[datetime, int]] = []
+    for rows in (_reply_attempts(user_id), _revision_attempts(user_id)):
+        rows = rows.filter(at__gte=since)
+        if with_tokens:
+            rows = rows.filter(total_tokens__isnull=False)
+        found += [(at, tokens or 0) for at, tokens in rows.values_list("at", "total_tokens")]
+    return sorted(found, key=lambda pair: pair[0])
+
+
+def usage_periods(now: datetime | None = None) -> dict[str, datetime]:
+    """The starts of "today" and "this month" in ``settings.TIME_ZONE`` (UTC unless set)."""
+    local = timezone.localtime(now or timezone.now())
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return {"today": day, "month": day.replace(day=1)}
+
+
+def _tokens_subquery(rows: QuerySet[Any], user_field: str) -> Subquery:
+    return Subquery(
+        rows.order_by().values(user_field).annotate(t=Sum("total_tokens")).values("t"),
+        output_field=IntegerField(),
+    )
+
+
+def users_with_usage(users: QuerySet[Any], *, now: datetime | None = None) -> QuerySet[Any]:
+    """``users`` annotated with ``tokens_today``, ``tokens_month`` and ``tokens_total``:
+    the same counting as ``usage_since``, in one statement for a page of users."""
+    periods = usage_periods(now)
+    annotations: dict[str, Any] = {}
+    for name, since in (("today", periods["today"]), ("month", periods["month"]), ("total", None)):
+        replies = Message.objects.filter(
+            role=Role.ASSISTANT, reply_to__author_id=OuterRef("pk")
+        ).annotate(at=Coalesce("requested_at", "created_at"))
+        revisions = ReplyRevision.objects.filter(
+            message__reply_to__author_id=OuterRef("pk")
+        ).annotate(at=F("requested_at"))
+        if since is not None:
+            replies = replies.filter(at__gte=since)
+            revisions = revisions.filter(at__gte=since)
+        annotations[f"tokens_{name}"] = Coalesce(
+            _tokens_subquery(replies, "reply_to__author_id"), 0
+        ) + Coalesce(_tokens_subquery(revisions, "message__reply_to__author_id"), 0)
+    return users.annotate(**annotations)

@@ -28,6 +28,7 @@ from messages_app.models import (
     Membership,
     Message,
     ReplyChunk,
+    ReplyRevision,
     Role,
     Room,
     Status,
@@ -35,7 +36,13 @@ from messages_app.models import (
     Visibility,
 )
 from messages_app.protocol import ClientError
-from messages_app.selectors import member_list, message_get, message_payload
+from messages_app.selectors import (
+    member_list,
+    message_get,
+    message_payload,
+    message_text,
+    usage_attempts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -445,6 +452,8 @@ def message_delete(*, message_id: Any, actor: User, room: Room | None = None) ->
     now = timezone.now()
     # The text goes from the database: the body and any chunk a stream left.
     ReplyChunk.objects.filter(message_id=message.pk).delete()
+    # And the text of its earlier attempts (their usage stays counted).
+    ReplyRevision.objects.filter(message_id=message.pk).update(text="", error="")
     Message.objects.filter(pk=message.pk).update(
         body="",
         text_length=0,
@@ -571,11 +580,8 @@ def _check_reply_limits(author: User) -> None:
         )
     minute_limit = settings.GPT_MAX_REPLIES_PER_MINUTE
     since = timezone.now() - timedelta(seconds=60)
-    recent = list(
-        asked.filter(created_at__gte=since)
-        .order_by("created_at")
-        .values_list("created_at", flat=True)
-    )
+    # Every attempt counts, a regenerate's too, when it was asked for.
+    recent = [at for at, _tokens in usage_attempts(user_id=author.pk, since=since)]
     if len(recent) >= minute_limit:
         # Allowed again when enough of them are a minute old to leave one place.
         frees_at = recent[len(recent) - minute_limit] + timedelta(seconds=60)
@@ -1005,28 +1011,109 @@ def replies_fail_stale(*, stale_after: timedelta, queue_timeout: timedelta) -> l
 
 
 @transaction.atomic
-def reply_retry(*, message_id: int) -> Message:
-    """Start a failed or cancelled reply again from nothing: back to pending, requeued."""
-    message = Message.objects.select_for_update().filter(pk=message_id).first()
-    if message is None or message.role != Role.ASSISTANT:
-        raise ClientError("not_found", f"There is no reply {message_id}.")
-    if message.status not in (Status.FAILED, Status.CANCELLED):
+def reply_regenerate(*, message_id: Any, actor: User | None, room: Room | None = None) -> Message:
+    """Make a finished, failed or cancelled reply again: same row, a new attempt.
+
+    The attempt it held is kept as a ``ReplyRevision`` (numbered after the
+    earlier ones); the row goes back to pending with no text, no usage and no
+    attempt (its next claim gives it a new one), and is queued again. ``room``,
+    when given, is the only room the id is looked up in (the socket's).
+    ``actor`` must be allowed (``permissions.can_regenerate``); None is the
+    system. The asker's @gpt limits apply as to a new reply (it costs tokens),
+    except for staff and the system; past ``GPT_MAX_REVISIONS`` earlier
+    attempts it is refused (``too_many_revisions``), so no text is dropped.
+    A refused regenerate changes nothing.
+    """
+    if isinstance(message_id, bool) or not isinstance(message_id, int):
+        raise ClientError("invalid_id", "id must be a message id (an integer).")
+    rows = (
+        Message.objects.select_for_update(of=("self",))
+        .select_related("reply_to__author", "room")
+        .filter(pk=message_id)
+    )
+    if room is not None:
+        rows = rows.filter(room=room)
+    message = rows.first()
+    if message is None:
+        where = " in this room" if room is not None else ""
+        raise ClientError("not_found", f"There is no reply {message_id}{where}.")
+    role = None
+    if actor is not None:
+        role = permissions.role_of(actor, message.room)
+        if not permissions.can_read(actor, message.room, role):
+            raise ClientError("not_member", "You are not a member of this room.")
+    if message.role != Role.ASSISTANT:
+        raise ClientError(
+            "not_a_reply",
+            f"Message {message_id} is not a reply: only the assistant's replies can be "
+            "regenerated.",
+        )
+    if actor is not None and not permissions.can_regenerate(actor, message.room, role, message):
+        raise ClientError(
+            "forbidden",
+            "Only the member who asked, the room's owners and moderators can regenerate "
+            "this reply.",
+        )
+    if message.deleted_at is not None:
+        raise ClientError("already_deleted", f"Message {message_id} is deleted.")
+    if message.status in OPEN_STATUSES:
         raise ClientError("not_retryable", f"Reply {message_id} is {message.status}.")
+    limit = settings.GPT_MAX_REVISIONS
+    if message.revision_count >= limit:
+        raise ClientError(
+            "too_many_revisions",
+            f"Reply {message_id} was already regenerated {message.revision_count} times, "
+            f"the most this site keeps (GPT_MAX_REVISIONS={limit}); ask again in a new message.",
+        )
+    asker = message.reply_to.author if message.reply_to is not None else None
+    if asker is not None and actor is not None and not permissions.is_staff(actor):
+        try:
+            _check_reply_limits(asker)
+        except ClientError as error:
+            if asker.pk == actor.pk:
+                raise
+            raise ClientError(
+                error.code,
+                f"The reply is counted against {asker.get_display_name()}'s @gpt limits: "
+                f"{error.detail}",
+                retry_after=error.retry_after,
+            ) from None
+    replies_fold(message_ids=[message.pk])  # none: a closed reply is folded already
+    current = message_get(message_id=message.pk)
+    now = timezone.now()
+    ReplyRevision.objects.create(
+        message=current,
+        number=current.revision_count + 1,
+        text=message_text(current),
+        status=current.status,
+        model=current.model,
+        error=current.error,
+        prompt_tokens=current.prompt_tokens,
+        completion_tokens=current.completion_tokens,
+        total_tokens=current.total_tokens,
+        requested_at=current.requested_at or current.created_at,
+        finished_at=current.finished_at,
+        replaced_by=actor,
+    )
     Message.objects.filter(pk=message.pk).update(
         status=Status.PENDING,
         body="",
         text_length=0,
         unfolded_length=0,
         error="",
+        model="",
         attempt=None,
+        heartbeat_at=None,
         finished_at=None,
         prompt_tokens=None,
         completion_tokens=None,
         total_tokens=None,
+        requested_at=now,
+        revision_count=F("revision_count") + 1,
         version=F("version") + 1,
-        updated_at=timezone.now(),
+        updated_at=now,
     )
-    ReplyChunk.objects.filter(message_id=message.pk).delete()  # none: closed rows are folded
+    ReplyChunk.objects.filter(message_id=message.pk).delete()
     message = message_get(message_id=message.pk)
     _broadcast_row(message)
     _enqueue_reply(message.pk)

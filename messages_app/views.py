@@ -19,6 +19,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
+    JsonResponse,
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
@@ -31,8 +32,15 @@ from django_ratelimit.core import get_usage
 from chatsite.client_ip import client_ip, client_ip_key
 from messages_app import export, limits, permissions, services
 from messages_app.forms import LockedOutForm, PostForm, RoomForm, SignupForm
-from messages_app.models import MemberRole, Room, User, Visibility
-from messages_app.selectors import member_list, room_list, room_snapshot
+from messages_app.models import MemberRole, Message, Room, User, Visibility
+from messages_app.selectors import (
+    member_list,
+    reply_revisions,
+    room_list,
+    room_snapshot,
+    usage_periods,
+    usage_since,
+)
 from messages_app.services import ClientError
 
 logger = logging.getLogger(__name__)
@@ -321,6 +329,58 @@ def room_members(request: HttpRequest, slug: str) -> HttpResponse:
     if not permissions.can_read(request.user, room, role):
         raise Http404("No such room.")
     return render(request, "messages_app/_members.html", _room_context(request, room, role))
+
+
+@login_required
+@require_http_methods(["GET"])
+def message_revisions(request: HttpRequest, slug: str, message_id: int) -> JsonResponse:
+    """The earlier attempts of a reply (ReplyRevision rows), for the page's "‹ 1 / 3 ›".
+
+    Members (and staff) of the room only; a message of another room, or none, is
+    404 as a room the user may not read. A deleted reply's attempts have no text.
+    """
+    room = _readable_room(request, slug)
+    message = Message.objects.filter(pk=message_id, room=room).first()
+    if message is None:
+        raise Http404("No such message in this room.")
+    response = JsonResponse(
+        {
+            "id": message.pk,
+            "revisions": reply_revisions(message=message),
+            "current": message.revision_count + 1,
+        }
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_http_methods(["GET"])
+def usage(request: HttpRequest) -> HttpResponse:
+    """The signed-in user's own @gpt usage: today, this month (in TIME_ZONE), the
+    last 24 hours against GPT_DAILY_TOKENS_PER_USER, all time.
+
+    Counted by ``selectors.usage_since``, the source the daily budget reads, so
+    the page and the limit agree.
+    """
+    user = _user(request)
+    now = timezone.now()
+    periods = usage_periods(now)
+    budget = settings.GPT_DAILY_TOKENS_PER_USER
+    day = usage_since(user_id=user.pk, since=now - limits.BUDGET_WINDOW)
+    context = {
+        "today": usage_since(user_id=user.pk, since=periods["today"]),
+        "month": usage_since(user_id=user.pk, since=periods["month"]),
+        "total": usage_since(user_id=user.pk),
+        "last_day": day,
+        "budget": budget,
+        "budget_left": max(0, budget - day.total_tokens) if budget else None,
+        "budget_percent": min(100, round(100 * day.total_tokens / budget)) if budget else None,
+        "today_start": periods["today"],
+        "month_start": periods["month"],
+        "time_zone": settings.TIME_ZONE,
+    }
+    return render(request, "messages_app/usage.html", context)
 
 
 def _int(value: str | None) -> int | str | None:

@@ -56,6 +56,7 @@ MIRROR: dict[str, Any] = {
         "missing_body",
         "missing_type",
         "name_too_long",
+        "not_a_reply",
         "not_found",
         "not_member",
         "not_retryable",
@@ -63,10 +64,11 @@ MIRROR: dict[str, Any] = {
         "rate_limited",
         "server_error",
         "slug_taken",
+        "too_many_revisions",
         "unknown_type",
     ],
     "serverFrames": ["delta", "error", "heartbeat", "members", "message", "snapshot"],
-    "clientFrames": ["cancel", "delete", "post"],
+    "clientFrames": ["cancel", "delete", "post", "retry"],
 }
 
 

@@ -137,6 +137,8 @@ def test_settings_start_with_defaults() -> None:
         ("CHAT_MAX_SOCKETS_PER_USER", "0", "CHAT_MAX_SOCKETS_PER_USER=0 is below the minimum"),
         ("CHAT_SOCKET_LEASE_SECONDS", "1", "CHAT_SOCKET_LEASE_SECONDS=1 is below the minimum"),
         ("GPT_DAILY_TOKENS_PER_USER", "-5", "GPT_DAILY_TOKENS_PER_USER=-5 is below the minimum"),
+        ("GPT_MAX_REVISIONS", "0", "GPT_MAX_REVISIONS=0 is below the minimum of 1"),
+        ("GPT_MAX_REVISIONS", "101", "GPT_MAX_REVISIONS=101 is above the maximum"),
         ("CHAT_TRUSTED_PROXIES", "10.0.0.0/8,proxy", "CHAT_TRUSTED_PROXIES: 'proxy' is not"),
         ("CHAT_TRUSTED_PROXY_COUNT", "11", "CHAT_TRUSTED_PROXY_COUNT=11 is above the maximum"),
     ],

@@ -349,7 +349,11 @@ def test_admin_retry_action_reports_each_row(admin_client: Client, rows: Rows) -
         [
             ("success", f"Queued again 1: #{rows.failed.pk}."),
             ("error", f"#{rows.streaming.pk}: Reply {rows.streaming.pk} is streaming."),
-            ("error", f"#{rows.note.pk}: There is no reply {rows.note.pk}."),
+            (
+                "error",
+                f"#{rows.note.pk}: Message {rows.note.pk} is not a reply: only the "
+                "assistant's replies can be regenerated.",
+            ),
         ]
     )
     failed = Message.objects.get(pk=rows.failed.pk)
@@ -484,7 +488,7 @@ async def test_admin_action_on_wrong_rows_sends_nothing(
     queued_tasks.clear()
     socket = await watch(room, alice)
     await sync_to_async(act)(admin_client, "cancel_streaming_replies", rows.answer, rows.note)
-    await sync_to_async(act)(admin_client, "retry_failed_replies", rows.answer, rows.streaming)
+    await sync_to_async(act)(admin_client, "retry_failed_replies", rows.note, rows.streaming)
     assert await socket.receive_nothing(timeout=0.5)
     assert queued_tasks == []
     await socket.disconnect()

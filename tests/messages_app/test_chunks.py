@@ -118,7 +118,7 @@ def test_a_retried_reply_starts_from_no_text(room: Room, alice: User) -> None:
     reply, attempt = streaming_reply(room, alice)
     append(reply, attempt, "partial")
     services.reply_cancel(room=room, message_id=reply.pk)
-    services.reply_retry(message_id=reply.pk)
+    services.reply_regenerate(message_id=reply.pk, actor=None)
     row = stored(reply.pk)
     assert (row.status, row.body, row.text_length, chunk_texts(reply)) == ("pending", "", 0, [])
 

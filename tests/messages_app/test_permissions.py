@@ -31,6 +31,7 @@ ACTIONS: dict[str, Call] = {
     "post": lambda u, r, role, o: permissions.can_post(u, r, role),
     "cancel": lambda u, r, role, o: permissions.can_cancel_reply(u, r, role, o["reply"]),
     "delete": lambda u, r, role, o: permissions.can_delete_message(u, r, role, o["message"]),
+    "regenerate": lambda u, r, role, o: permissions.can_regenerate(u, r, role, o["reply"]),
     "invite": lambda u, r, role, o: permissions.can_invite(u, r, role),
     "manage_roles": lambda u, r, role, o: permissions.can_manage_roles(u, r, role),
     "remove_member": lambda u, r, role, o: permissions.can_remove_member(
@@ -51,20 +52,20 @@ ACTIONS: dict[str, Call] = {
 Y, N = True, False
 # In a private room. Columns in ACTIONS order.
 PRIVATE: dict[str, tuple[bool, ...]] = {
-    # see read post cancel delete invite roles rm_mem rm_mod rm_own leave join room admin
-    "owner": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, Y, N),
-    "moderator": (Y, Y, Y, Y, Y, Y, N, Y, N, N, Y, N, N, N),
-    "member": (Y, Y, Y, N, N, N, N, N, N, N, Y, N, N, N),
-    "asker": (Y, Y, Y, Y, N, N, N, N, N, N, Y, N, N, N),
-    "author": (Y, Y, Y, N, Y, N, N, N, N, N, Y, N, N, N),
-    "non-member": (N, N, N, N, N, N, N, N, N, N, N, N, N, N),
-    "staff": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, N, Y, Y),
+    # see read post cancel delete regen invite roles rm_mem rm_mod rm_own leave join room admin
+    "owner": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, Y, N),
+    "moderator": (Y, Y, Y, Y, Y, Y, Y, N, Y, N, N, Y, N, N, N),
+    "member": (Y, Y, Y, N, N, N, N, N, N, N, N, Y, N, N, N),
+    "asker": (Y, Y, Y, Y, N, Y, N, N, N, N, N, Y, N, N, N),
+    "author": (Y, Y, Y, N, Y, N, N, N, N, N, N, Y, N, N, N),
+    "non-member": (N, N, N, N, N, N, N, N, N, N, N, N, N, N, N),
+    "staff": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, N, Y, Y),
 }
 # A public room differs only in who can find and join it.
 PUBLIC = {name: list(row) for name, row in PRIVATE.items()}
 PUBLIC["non-member"][0] = Y  # see (opening it joins)
-PUBLIC["non-member"][11] = Y  # join
-PUBLIC["staff"][11] = Y  # staff may join a public room too, like anyone
+PUBLIC["non-member"][12] = Y  # join
+PUBLIC["staff"][12] = Y  # staff may join a public room too, like anyone
 
 
 def _setup(visibility: str) -> tuple[Room, dict[str, User], dict[str, Any]]:

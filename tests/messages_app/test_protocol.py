@@ -28,6 +28,9 @@ LIMIT = protocol.max_frame_length(100)
         ('{"type": "cancel"}', "invalid_id"),
         ('{"type": "cancel", "id": "7"}', "invalid_id"),
         ('{"type": "cancel", "id": true}', "invalid_id"),
+        ('{"type": "retry"}', "invalid_id"),
+        ('{"type": "retry", "id": 1.5}', "invalid_id"),
+        ('{"type": "retry", "id": null}', "invalid_id"),
     ],
 )
 def test_parse_client_frame_refuses_bad_frames_with_a_stable_code(raw: str | None, code: str):
@@ -44,6 +47,13 @@ def test_parse_client_frame_reads_post_and_cancel():
     assert protocol.parse_client_frame('{"type": "cancel", "id": 7}', max_length=LIMIT) == (
         protocol.Cancel(id=7)
     )
+
+
+def test_parse_client_frame_reads_retry():
+    assert protocol.parse_client_frame('{"type": "retry", "id": 7}', max_length=LIMIT) == (
+        protocol.Retry(id=7)
+    )
+    assert "retry" in protocol.mirror()["clientFrames"]
 
 
 def test_server_frames_are_compact_json_with_their_type():

@@ -311,7 +311,7 @@ def test_reply_cancel_refuses_unknown_foreign_user_and_finished_messages(
     assert Message.objects.get(pk=foreign.pk).status == Status.PENDING
 
 
-def test_reply_retry_restarts_a_failed_reply(
+def test_reply_regenerate_restarts_a_failed_reply(
     room: Room, alice: User, outbox: Outbox, django_capture_on_commit_callbacks: Any
 ) -> None:
     reply = _pending_reply(room, alice)
@@ -321,12 +321,12 @@ def test_reply_retry_restarts_a_failed_reply(
     services.reply_fail(message_id=reply.pk, attempt=attempt, error="x")
     outbox.tasks.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        services.reply_retry(message_id=reply.pk)
+        services.reply_regenerate(message_id=reply.pk, actor=None)
     row = Message.objects.get(pk=reply.pk)
     assert (row.status, row.body, row.error, row.attempt) == ("pending", "", "", None)
     assert outbox.tasks == [("worker.tasks.stream_reply", [reply.pk])]
     with pytest.raises(ClientError, match="is pending"):
-        services.reply_retry(message_id=reply.pk)
+        services.reply_regenerate(message_id=reply.pk, actor=None)
 
 
 def test_room_create_makes_unique_slugs_and_validates(alice: User) -> None:

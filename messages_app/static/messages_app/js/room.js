@@ -91,6 +91,7 @@
       "missing_body",
       "missing_type",
       "name_too_long",
+      "not_a_reply",
       "not_found",
       "not_member",
       "not_retryable",
@@ -98,6 +99,7 @@
       "rate_limited",
       "server_error",
       "slug_taken",
+      "too_many_revisions",
       "unknown_type"
     ],
     "serverFrames": [
@@ -111,7 +113,8 @@
     "clientFrames": [
       "cancel",
       "delete",
-      "post"
+      "post",
+      "retry"
     ]
   } /* protocol-mirror-end */);
   const CLOSE = PROTOCOL.close;
@@ -127,6 +130,9 @@
     },
     delete(id) {
       return JSON.stringify({ type: "delete", id });
+    },
+    retry(id) {
+      return JSON.stringify({ type: "retry", id });
     },
     /** A server frame, or null when it is not JSON or not an object with a known type. */
     parse(data) {
@@ -151,6 +157,22 @@
     "forbidden",
     "not_member",
     "already_deleted",
+    // answers to a retry only, never to a post
+    "not_a_reply",
+    "not_retryable",
+    "too_many_revisions",
+  ]);
+  // What a refused retry (Regenerate) is answered with; a post in flight is not
+  // failed by one of these while a regenerate waits for its answer.
+  const RETRY_ERRORS = new Set([
+    "not_found",
+    "not_a_reply",
+    "not_retryable",
+    "too_many_revisions",
+    "forbidden",
+    "not_member",
+    "already_deleted",
+    "rate_limited",
   ]);
   const OPEN = new Set(["pending", "streaming"]);
   const STATE_LABELS = {
@@ -184,13 +206,24 @@
     "</header>" +
     '<div class="msg__body md"></div>' +
     '<p class="msg__error" hidden></p>' +
+    '<p class="msg__usage" hidden></p>' +
     '<div class="msg__actions" hidden>' +
+    '<span class="msg__pager" hidden>' +
+    '<button type="button" class="button button--small button--ghost" data-action="older" aria-label="Earlier attempt">‹</button>' +
+    '<span class="msg__pager-label" aria-live="polite"></span>' +
+    '<button type="button" class="button button--small button--ghost" data-action="newer" aria-label="Later attempt">›</button>' +
+    "</span>" +
     '<button type="button" class="button button--small button--stop" data-action="stop">Stop</button>' +
+    '<button type="button" class="button button--small button--ghost" data-action="regenerate">Regenerate</button>' +
     '<button type="button" class="button button--small button--ghost" data-action="delete">Delete</button>' +
     "</div>" +
     "</div>";
 
-  /** id -> {row, length, el, parts, painted, stopping, body} */
+  /**
+   * id -> {row, length, el, parts, painted, stopping, body, regenerating,
+   *        viewing (the earlier attempt shown, or null: the current one),
+   *        revisions (the earlier attempts fetched, or null)}
+   */
   const rows = new Map();
 
   // --- rendering -------------------------------------------------------------
@@ -237,12 +270,22 @@
         state: el.querySelector(".msg__state"),
         body,
         error: el.querySelector(".msg__error"),
+        usage: el.querySelector(".msg__usage"),
         actions: el.querySelector(".msg__actions"),
+        pager: el.querySelector(".msg__pager"),
+        pagerLabel: el.querySelector(".msg__pager-label"),
+        older: el.querySelector("[data-action=older]"),
+        newer: el.querySelector("[data-action=newer]"),
         stop: el.querySelector("[data-action=stop]"),
+        regenerate: el.querySelector("[data-action=regenerate]"),
         del: el.querySelector("[data-action=delete]"),
       },
-      painted: { body: null, open: null, created: null },
+      painted: { body: null, open: null, created: null, revision: null },
       stopping: false,
+      regenerating: false,
+      viewing: null,
+      revisions: null,
+      seenRevisions: null,
     };
   }
 
@@ -261,9 +304,22 @@
     parts.avatar.textContent = assistant ? "✦" : initial(row.author);
     parts.author.textContent = assistant ? "GPT" : row.author || "(deleted user)";
 
-    parts.model.hidden = !row.model;
-    const demo = row.model === DEMO_MODEL;
-    parts.model.textContent = demo ? "demo model · no API key" : row.model || "";
+    // A new attempt (a regenerate, here or elsewhere) shows itself: the pager
+    // goes back to the current attempt and what was fetched is stale.
+    if (entry.seenRevisions !== (row.revisions || 0)) {
+      entry.seenRevisions = row.revisions || 0;
+      entry.viewing = null;
+      entry.revisions = null;
+      entry.regenerating = false;
+    }
+    const shown = shownRevision(entry);
+    if (shown) el.dataset.viewingRevision = String(shown.number);
+    else delete el.dataset.viewingRevision;
+    const model = shown ? shown.model : row.model;
+
+    parts.model.hidden = !model;
+    const demo = model === DEMO_MODEL;
+    parts.model.textContent = demo ? "demo model · no API key" : model || "";
     parts.model.classList.toggle("msg__model--demo", demo);
     if (demo) {
       parts.model.title = "No OPENAI_API_KEY is set: this reply comes from the built-in demo model.";
@@ -279,13 +335,30 @@
       painted.created = row.created_at;
     }
 
-    const label = STATE_LABELS[row.status] ?? row.status;
+    const status = shown ? shown.status : row.status;
+    const label = STATE_LABELS[status] ?? status;
     parts.state.textContent = label;
     parts.state.hidden = !label;
 
     if (row.deleted) el.dataset.deleted = "true";
     else delete el.dataset.deleted;
-    if (painted.body !== row.body || painted.open !== open || painted.deleted !== row.deleted) {
+    if (shown) {
+      // An earlier attempt: rendered whole (it no longer grows).
+      if (painted.revision !== shown.number) {
+        entry.body.reset();
+        parts.body.replaceChildren(window.ChatMarkdown.render(shown.body));
+        painted.revision = shown.number;
+        painted.body = null;
+      }
+    } else if (painted.revision !== null) {
+      painted.revision = null;
+      painted.body = null;
+      entry.body.reset();
+      parts.body.replaceChildren();
+    }
+    if (shown) {
+      // painted above
+    } else if (painted.body !== row.body || painted.open !== open || painted.deleted !== row.deleted) {
       painted.deleted = row.deleted;
       if (row.deleted) {
         const gone = document.createElement("p");
@@ -309,16 +382,79 @@
       painted.open = open;
     }
 
-    parts.error.hidden = !row.error;
-    parts.error.textContent = row.error ? `Failed: ${row.error}` : "";
+    const error = shown ? shown.error : row.error;
+    parts.error.hidden = !error;
+    parts.error.textContent = error ? `Failed: ${error}` : "";
+
+    const usage = assistant && !row.deleted ? usageLine(row, shown) : null;
+    parts.usage.hidden = !usage;
+    parts.usage.textContent = usage ? usage.text : "";
+    if (usage) parts.usage.title = usage.title;
+    else parts.usage.removeAttribute("title");
+
+    const total = (row.revisions || 0) + 1;
+    const paged = assistant && !row.deleted && total > 1;
+    parts.pager.hidden = !paged;
+    if (paged) {
+      const at = entry.viewing ?? total;
+      parts.pagerLabel.textContent = `${at} / ${total}`;
+      parts.older.disabled = at <= 1;
+      parts.newer.disabled = at >= total;
+    }
 
     const stoppable = assistant && open && !row.deleted && mayStop(row);
+    const regenerable = assistant && !open && !row.deleted && mayStop(row);
     const deletable = mayDelete(row);
-    parts.actions.hidden = !(stoppable || deletable);
+    parts.actions.hidden = !(stoppable || deletable || regenerable || paged);
     parts.stop.hidden = !stoppable;
+    parts.regenerate.hidden = !regenerable;
+    parts.regenerate.disabled = entry.regenerating;
+    parts.regenerate.textContent = entry.regenerating ? "Regenerating…" : "Regenerate";
     parts.del.hidden = !deletable;
     parts.stop.disabled = entry.stopping;
     parts.stop.textContent = entry.stopping ? "Stopping…" : "Stop";
+  }
+
+  /** The earlier attempt the pager shows, once fetched; null for the current one. */
+  function shownRevision(entry) {
+    if (entry.viewing === null || !entry.revisions) return null;
+    return entry.revisions.find((r) => r.number === entry.viewing) || null;
+  }
+
+  function seconds(from, to) {
+    const ms = new Date(to) - new Date(from);
+    if (!Number.isFinite(ms) || ms < 0) return "";
+    return ms < 10000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
+  }
+
+  /**
+   * The reply's usage, compactly: its assistant, model, tokens (prompt + completion
+   * = total) and how long it took; the tooltip says each in words. For the attempt
+   * shown (an earlier one on the pager). Null while it streams and nothing is known.
+   */
+  function usageLine(row, shown) {
+    const attempt = shown || row;
+    if (!shown && OPEN.has(row.status)) return null;
+    const name = (row.assistant && row.assistant.name) || "GPT";
+    const u = attempt.usage || {};
+    const parts = [name];
+    const title = [`Assistant: ${name}`];
+    if (attempt.model) {
+      parts.push(attempt.model);
+      title.push(`Model: ${attempt.model}`);
+    }
+    if (u.total_tokens != null) {
+      const split = u.prompt_tokens != null && u.completion_tokens != null;
+      parts.push(split ? `${u.prompt_tokens} + ${u.completion_tokens} = ${u.total_tokens} tokens` : `${u.total_tokens} tokens`);
+      title.push(`Tokens: ${u.prompt_tokens ?? "?"} prompt + ${u.completion_tokens ?? "?"} completion = ${u.total_tokens} total`);
+    }
+    const took = attempt.finished_at ? seconds(attempt.requested_at || row.created_at, attempt.finished_at) : "";
+    if (took) {
+      parts.push(took);
+      title.push(`Took ${took} from the request to the end of the reply`);
+    }
+    if (parts.length === 1) return null;
+    return { text: parts.join(" · "), title: title.join("\n") };
   }
 
   function mayDelete(row) {
@@ -395,7 +531,11 @@
     }
     for (const message of messages) {
       const entry = rows.get(message.id);
-      if (entry) entry.stopping = false;
+      if (entry) {
+        // A fresh snapshot answers whatever was in flight (a lost frame included).
+        entry.stopping = false;
+        entry.regenerating = false;
+      }
       upsert(message);
     }
     // Drop whatever the server rendered that is not a row (first load).
@@ -479,15 +619,23 @@
       showNotice(withWait(frame, "Too many connections are open."));
       return;
     }
-    if (outbox && outbox.sent && !CANCEL_ERRORS.has(frame.code)) {
+    const posting = Boolean(outbox && outbox.sent);
+    if (posting && !CANCEL_ERRORS.has(frame.code)) {
       postFailed(withWait(frame, "The message was not sent."));
       return;
     }
+    let regenerating = false;
     for (const entry of rows.values()) {
-      if (entry.stopping) {
+      if (entry.stopping || entry.regenerating) {
+        regenerating = regenerating || entry.regenerating;
         entry.stopping = false;
+        entry.regenerating = false;
         paint(entry);
       }
+    }
+    if (regenerating && RETRY_ERRORS.has(frame.code)) {
+      showNotice(withWait(frame, "The reply could not be regenerated."));
+      return;
     }
     if (frame.code === "not_streaming") {
       // The server says the row is not open: the page's copy is stale.
@@ -919,6 +1067,65 @@
     entry.stopping = true;
     paint(entry);
     socket.send(Frames.cancel(entry.row.id));
+  });
+
+  // --- regenerate, and the pager of a reply's attempts ------------------------------
+
+  list.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action=regenerate]");
+    if (!button) return;
+    const entry = rows.get(Number(button.closest("article").dataset.messageId));
+    if (!entry || entry.regenerating) return;
+    if (!socket || !synced) {
+      showNotice("Not connected: try again in a moment.");
+      return;
+    }
+    entry.regenerating = true;
+    paint(entry);
+    socket.send(Frames.retry(entry.row.id));
+  });
+
+  function revisionsUrl(id) {
+    // Next to the members panel's URL: /rooms/<slug>/messages/<id>/revisions/.
+    return membersUrl.replace(/members\/$/, `messages/${id}/revisions/`);
+  }
+
+  async function fetchRevisions(id) {
+    try {
+      const response = await fetch(revisionsUrl(id), {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      if (response.ok) {
+        const data = await response.json();
+        if (Array.isArray(data.revisions)) return data.revisions;
+      }
+    } catch (error) {
+      console.warn("revisions of", id, error);
+    }
+    showNotice("The earlier attempts could not be loaded: try again.");
+    return null;
+  }
+
+  list.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-action=older], button[data-action=newer]");
+    if (!button) return;
+    const id = Number(button.closest("article").dataset.messageId);
+    const entry = rows.get(id);
+    if (!entry) return;
+    const total = (entry.row.revisions || 0) + 1;
+    const at = entry.viewing ?? total;
+    const next = button.dataset.action === "older" ? at - 1 : at + 1;
+    if (next < 1 || next > total) return;
+    if (next < total && !entry.revisions) {
+      const asked = entry.row.revisions;
+      const fetched = await fetchRevisions(id);
+      // A new attempt meanwhile (or the row gone): this answer is stale.
+      if (!fetched || rows.get(id) !== entry || entry.row.revisions !== asked) return;
+      entry.revisions = fetched;
+    }
+    entry.viewing = next < total ? next : null;
+    paint(entry);
   });
 
   // --- start -------------------------------------------------------------------
