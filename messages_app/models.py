@@ -153,6 +153,8 @@ class Message(models.Model):
     # the watchdog tells a dead run from a quiet one by it (worker/heartbeat.py).
     heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When its author last edited the text (services.message_edit); null if never.
+    edited_at = models.DateTimeField(null=True, blank=True)
     # A deleted message is a tombstone: its body is emptied, the row keeps its place.
     deleted_at = models.DateTimeField(null=True, blank=True)
     deleted_by = models.ForeignKey(

@@ -461,6 +461,47 @@ def message_delete(*, message_id: Any, actor: User, room: Room | None = None) ->
 
 
 @transaction.atomic
+def message_edit(*, room: Room, message_id: Any, actor: User, body: Any) -> Message:
+    """Replace the text of ``actor``'s own message in ``room``; the row keeps its place.
+
+    The body gets the same checks and cleaning as a post's. The row's version goes
+    up and ``edited_at`` is set; the new row is broadcast. Only the author may edit
+    (``permissions.can_edit``); a reply (assistant row) and a deleted message
+    cannot be edited. The edit never asks @gpt, even when it adds a mention, and
+    the replies already given stay as they are (to ask again, post a new message).
+    An edit to the same text changes nothing and is not broadcast.
+    """
+    if isinstance(message_id, bool) or not isinstance(message_id, int):
+        raise ClientError("invalid_id", "id must be a message id (an integer).")
+    body = _clean_body(body)
+    message = Message.objects.select_for_update().filter(pk=message_id, room=room).first()
+    if message is None:
+        raise ClientError("not_found", f"There is no message {message_id} in this room.")
+    role = permissions.role_of(actor, room)
+    if not permissions.can_read(actor, room, role):
+        raise ClientError("not_member", "You are not a member of this room.")
+    if message.role != Role.USER:
+        raise ClientError("not_editable", "A reply cannot be edited; ask again in a new message.")
+    if message.deleted_at is not None:
+        raise ClientError("already_deleted", f"Message {message_id} was deleted.")
+    if not permissions.can_edit(actor, room, role, message):
+        raise ClientError("forbidden", "Only its author can edit a message.")
+    if body == message.body:
+        return message_get(message_id=message.pk)
+    now = timezone.now()
+    Message.objects.filter(pk=message.pk).update(
+        body=body,
+        text_length=len(body),
+        edited_at=now,
+        version=F("version") + 1,
+        updated_at=now,
+    )
+    message = message_get(message_id=message.pk)
+    _broadcast_row(message)
+    return message
+
+
+@transaction.atomic
 def room_delete(*, room: Room, actor: User) -> None:
     """Delete a room with its messages and memberships (cascade): owners and staff.
 

@@ -32,7 +32,7 @@ from chatsite.client_ip import client_ip, client_ip_key
 from messages_app import export, limits, permissions, services
 from messages_app.forms import LockedOutForm, PostForm, RoomForm, SignupForm
 from messages_app.models import MemberRole, Room, User, Visibility
-from messages_app.selectors import member_list, room_list, room_snapshot
+from messages_app.selectors import member_list, room_list, room_snapshot_page
 from messages_app.services import ClientError
 
 logger = logging.getLogger(__name__)
@@ -278,9 +278,14 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
             limited = error.code == "rate_limited"
         else:
             return HttpResponseRedirect(request.path)
-    rows = room_snapshot(room=room)
+    rows, has_more = room_snapshot_page(room=room)
     status = 429 if limited else 400 if form.errors else 200
-    context = {**_room_context(request, room, role), "rows": rows, "form": form}
+    context = {
+        **_room_context(request, room, role),
+        "rows": rows,
+        "has_more": has_more,
+        "form": form,
+    }
     return render(request, "messages_app/room.html", context, status=status)
 
 

@@ -61,7 +61,11 @@ def test_server_frames_are_compact_json_with_their_type():
         "detail": "wait",
         "retry_after": 2.2,
     }
-    assert json.loads(protocol.snapshot_frame([])) == {"type": "snapshot", "messages": []}
+    assert json.loads(protocol.snapshot_frame([])) == {
+        "type": "snapshot",
+        "messages": [],
+        "has_more": False,
+    }
 
 
 def test_every_error_code_raised_in_the_code_is_in_the_vocabulary():

@@ -78,9 +78,11 @@
       "invalid_client_id",
       "invalid_frame",
       "invalid_granularity",
+      "invalid_history",
       "invalid_id",
       "invalid_invite",
       "invalid_json",
+      "invalid_limit",
       "invalid_name",
       "invalid_role",
       "invalid_slug",
@@ -91,6 +93,7 @@
       "missing_body",
       "missing_type",
       "name_too_long",
+      "not_editable",
       "not_found",
       "not_member",
       "not_retryable",
@@ -104,6 +107,7 @@
       "delta",
       "error",
       "heartbeat",
+      "history",
       "members",
       "message",
       "snapshot"
@@ -111,6 +115,8 @@
     "clientFrames": [
       "cancel",
       "delete",
+      "edit",
+      "history",
       "post"
     ]
   } /* protocol-mirror-end */);
