@@ -284,6 +284,7 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         **_room_context(request, room, role),
         "rows": rows,
         "has_more": has_more,
+        "history_max_limit": settings.CHAT_HISTORY_MAX_LIMIT,
         "form": form,
     }
     return render(request, "messages_app/room.html", context, status=status)
