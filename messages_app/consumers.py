@@ -20,7 +20,7 @@ from messages_app.models import Room
 from messages_app.protocol import ClientError
 from messages_app.realtime.hub import hub
 from messages_app.realtime.members import Member, writer_for
-from messages_app.selectors import HistoryPage, room_history, room_snapshot_page
+from messages_app.selectors import HistoryPage, room_history, room_snapshot, snapshot_has_more
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         try:
             await hub().join(self.member)
             await self.accept()
-            snapshot, has_more = await database_sync_to_async(room_snapshot_page)(room=room)
+            snapshot, has_more = await database_sync_to_async(_snapshot)(room=room)
             await self.send(text_data=protocol.snapshot_frame(snapshot, has_more=has_more))
             self.member.start({m["id"]: m["version"] for m in snapshot})
         except BaseException:
@@ -208,6 +208,11 @@ def _post(*, room: Room, user: Any, frame: protocol.Post) -> None:
         raise ClientError("not_member", "You are not a member of this room (any more).")
     limits.post_allow(user=user)
     services.message_post(room=room, author=user, body=frame.body, client_id=frame.client_id)
+
+
+def _snapshot(*, room: Room) -> tuple[list[dict[str, Any]], bool]:
+    snapshot = room_snapshot(room=room)
+    return snapshot, snapshot_has_more(room=room, snapshot=snapshot)
 
 
 def _history(*, room: Room, user: Any, frame: protocol.History) -> HistoryPage:

@@ -109,12 +109,17 @@ def room_has_older(*, room: Room, before_id: int) -> bool:
     return Message.objects.filter(room=room, id__lt=before_id).exists()
 
 
+def snapshot_has_more(*, room: Room, snapshot: list[dict[str, Any]]) -> bool:
+    """Whether the room holds older messages than a full ``snapshot`` (``has_more``)."""
+    if len(snapshot) < settings.CHAT_SNAPSHOT_SIZE:
+        return False
+    return room_has_older(room=room, before_id=snapshot[0]["id"])
+
+
 def room_snapshot_page(*, room: Room) -> tuple[list[dict[str, Any]], bool]:
     """The snapshot and whether the room holds older messages than it (``has_more``)."""
-    limit = settings.CHAT_SNAPSHOT_SIZE
-    messages = room_snapshot(room=room, limit=limit)
-    has_more = len(messages) == limit and room_has_older(room=room, before_id=messages[0]["id"])
-    return messages, has_more
+    messages = room_snapshot(room=room)
+    return messages, snapshot_has_more(room=room, snapshot=messages)
 
 
 @dataclass(frozen=True)

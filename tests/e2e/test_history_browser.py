@@ -224,3 +224,33 @@ def test_a_bad_link_shows_the_room_with_a_notice(
     expect_live(page)
     expect(page.locator("#notice")).to_have_text(notice)
     expect(page.locator("article", has_text="still here")).to_have_count(1)
+
+
+def test_a_streaming_reply_loaded_by_scrolling_back_keeps_updating(
+    browsing: Browsing, alice: User, bob: User
+) -> None:
+    room = services.room_create(name="Busy", created_by=alice)
+    question = services.message_post(room=room, author=alice, body="a long question").message
+    # A reply row as a worker holds it (not queued: this test writes its text itself).
+    reply = Message.objects.create(room=room, role="assistant", status="pending", reply_to=question)
+    attempt = services.reply_claim(message_id=reply.pk, model="m")
+    assert attempt is not None
+    services.reply_append(message_id=reply.pk, attempt=attempt, text="Once upon")
+    Message.objects.bulk_create(
+        Message(room=room, author=bob, body=f"chatter {n}", text_length=len(f"chatter {n}"))
+        for n in range(80)
+    )
+    page = browsing.room(alice, room.slug)
+    old = page.locator(f"article[data-message-id='{reply.pk}']")
+    expect(old).to_have_count(0)
+    for _ in range(5):
+        if old.count():
+            break
+        page.locator("#scroller").evaluate("(s) => { s.scrollTop = 0; }")
+        expect(page.locator("#history-top")).not_to_have_attribute("data-state", "loading")
+    expect(old.locator(".msg__body")).to_have_text("Once upon")
+    services.reply_append(message_id=reply.pk, attempt=attempt, text=" a time")
+    expect(old.locator(".msg__body")).to_have_text("Once upon a time")
+    services.reply_finish(message_id=reply.pk, attempt=attempt, model="m")
+    expect(old).to_have_attribute("data-status", "done")
+    assert page.evaluate("document.getElementById('chat').dataset.resyncs || '0'") == "0"

@@ -941,6 +941,12 @@
     outbox = { clientId: uuid4(), body, sent: false };
     showComposerError("");
     setSending(true);
+    if (detached) {
+      // Away from the present, the page would not show the new message: go back
+      // first; the post goes out after the fresh snapshot.
+      backToPresent();
+      return;
+    }
     if (!synced) showNotice("Not connected: your message goes out when the connection is back.");
     flushOutbox();
   }
@@ -967,8 +973,7 @@
     setSending(false);
     notice.hidden = true;
     resizeInput();
-    if (detached) backToPresent();
-    else scrollToBottom();
+    scrollToBottom();
     nextRequest();
   }
 
@@ -1352,7 +1357,7 @@
       editError(entry, "The message is empty: delete it instead.");
       return;
     }
-    if (body === entry.row.body) {
+    if (body.replace(/\r\n?/g, "\n").normalize("NFC") === entry.row.body) {
       closeEditor(entry); // nothing changed: nothing to send
       return;
     }
