@@ -7,8 +7,10 @@ it; an edit in one browser shows in the other with "edited".
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, WebSocketRoute, expect
 
 from messages_app import services
 from messages_app.models import MemberRole, Membership, Message, Room, User
@@ -254,3 +256,42 @@ def test_a_streaming_reply_loaded_by_scrolling_back_keeps_updating(
     services.reply_finish(message_id=reply.pk, attempt=attempt, model="m")
     expect(old).to_have_attribute("data-status", "done")
     assert page.evaluate("document.getElementById('chat').dataset.resyncs || '0'") == "0"
+
+
+def test_older_rows_kept_across_a_reconnect_are_read_again(
+    browsing: Browsing, alice: User, bob: User, big: Room
+) -> None:
+    every = list(Message.objects.filter(room=big).order_by("id").values_list("id", flat=True))
+    blocked = {"on": False}
+    sockets: list[WebSocketRoute] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        sockets.append(ws)
+        server = ws.connect_to_server()
+        # What the server sends reaches the page unless the test holds it back,
+        # as a network that loses frames before it drops the connection.
+        server.on_message(lambda message: None if blocked["on"] else ws.send(message))
+
+    context = browsing.context(alice)
+    context.route_web_socket(re.compile(r"/ws/rooms/"), route)
+    page = context.new_page()
+    browsing.watch(page)
+    page.goto(f"/rooms/{big.slug}/")
+    expect_live(page)
+    page.locator("#scroller").evaluate("(s) => { s.scrollTop = 0; }")
+    wait_until(lambda: len(ids_shown(page)) >= 100)
+    expect(page.locator("#history-top")).not_to_have_attribute("data-state", "loading")
+    old = every[-80]
+    assert old in ids_shown(page)
+
+    # Changed while the page hears nothing, then the connection drops.
+    blocked["on"] = True
+    services.message_edit(room=big, message_id=old, actor=bob, body="changed while away")
+    sockets[0].close(code=1012, reason="server restart")
+    blocked["on"] = False
+    expect_live(page)
+    article = page.locator(f"article[data-message-id='{old}']")
+    expect(article.locator(".msg__body")).to_have_text("changed while away")
+    expect(article.locator(".msg__edited")).to_be_visible()
+    shown = ids_shown(page)
+    assert shown == every[every.index(shown[0]) :]  # still one run, no gap

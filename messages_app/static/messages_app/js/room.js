@@ -445,7 +445,8 @@
     const keep = new Set(messages.map((m) => m.id));
     // Older rows that history brought stay when they join the snapshot's without
     // a gap (the page held a row the snapshot holds too); they are read again
-    // (refreshOlder) as they may have changed while the page was not connected.
+    // (refreshFrom back to refreshTo) as they may have changed while the page
+    // was not connected.
     const snapOldest = messages.length ? messages[0].id : Infinity;
     const keepOlder = !detached && rows.size > 0 && newestId() >= snapOldest && oldestId() < snapOldest;
     const olderFrom = keepOlder ? oldestId() : null;
