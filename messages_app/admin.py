@@ -237,7 +237,10 @@ class MessageAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Times", {"fields": ("created_at", "updated_at", "finished_at", "client_id")}),
+        (
+            "Times",
+            {"fields": ("created_at", "updated_at", "finished_at", "edited_at", "client_id")},
+        ),
         ("Deleted", {"fields": ("deleted_at", "deleted_by")}),
     )
     readonly_fields = (
@@ -258,6 +261,7 @@ class MessageAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
         "finished_at",
+        "edited_at",
         "client_id",
         "deleted_at",
         "deleted_by",
