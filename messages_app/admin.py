@@ -28,7 +28,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from messages_app import permissions, services
-from messages_app.models import Membership, Message, Room, User, Visibility
+from messages_app.models import Membership, Message, MessageEdit, Room, User, Visibility
 from messages_app.selectors import member_list, message_text, with_text
 from messages_app.services import ClientError
 
@@ -187,8 +187,24 @@ def _retry_unless_deleted(message: Message) -> object:
     return services.reply_retry(message_id=message.pk)
 
 
+class MessageEditInline(admin.TabularInline):
+    """The texts a message had before each edit (read-only: only services write)."""
+
+    model = MessageEdit
+    fields = ("edited_at", "previous_body")
+    readonly_fields = ("edited_at", "previous_body")
+    extra = 0
+    can_delete = False
+    verbose_name = "text before an edit"
+    verbose_name_plural = "texts before its edits"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
+    inlines = (MessageEditInline,)
     list_display = (
         "id",
         "room",

@@ -230,3 +230,21 @@ class ReplyChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.version} of #{self.message_id} at {self.offset}"
+
+
+class MessageEdit(models.Model):
+    """The text a message had before one edit by its author (services.message_edit).
+
+    Kept so that what was said can be looked up (the admin shows it); deleting the
+    message deletes these too, as it empties the body.
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    previous_body = models.TextField()
+    edited_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["message", "id"]
+
+    def __str__(self) -> str:
+        return f"edit of #{self.message_id} at {self.edited_at:%Y-%m-%d %H:%M}"

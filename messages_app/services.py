@@ -27,6 +27,7 @@ from messages_app.models import (
     MemberRole,
     Membership,
     Message,
+    MessageEdit,
     ReplyChunk,
     Role,
     Room,
@@ -443,8 +444,10 @@ def message_delete(*, message_id: Any, actor: User, room: Room | None = None) ->
         _close_reply(message_id=message.pk, attempt=None, status=Status.CANCELLED)
         transaction.on_commit(lambda: events.announce_cancel(message.pk))
     now = timezone.now()
-    # The text goes from the database: the body and any chunk a stream left.
+    # The text goes from the database: the body, any chunk a stream left, and
+    # the texts it had before its edits.
     ReplyChunk.objects.filter(message_id=message.pk).delete()
+    MessageEdit.objects.filter(message_id=message.pk).delete()
     Message.objects.filter(pk=message.pk).update(
         body="",
         text_length=0,
@@ -489,6 +492,7 @@ def message_edit(*, room: Room, message_id: Any, actor: User, body: Any) -> Mess
     if body == message.body:
         return message_get(message_id=message.pk)
     now = timezone.now()
+    MessageEdit.objects.create(message=message, previous_body=message.body, edited_at=now)
     Message.objects.filter(pk=message.pk).update(
         body=body,
         text_length=len(body),

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from messages_app import services
-from messages_app.models import MemberRole, Membership, Message, Room, User
+from messages_app.models import MemberRole, Membership, Message, MessageEdit, Room, User
 from messages_app.protocol import ClientError
 from messages_app.selectors import room_history, room_snapshot_page
 
@@ -147,3 +147,29 @@ def test_room_history_query_uses_the_room_timeline_index(room: Room, alice: User
     assert "message_room_timeline" in plan
     assert "Sort" not in plan  # read in index order: no sort, no OFFSET
     assert "Index Cond: ((room_id = " in plan and "(id < " in plan
+
+
+def test_message_edit_keeps_the_text_before_each_edit_and_delete_removes_them(
+    room: Room, alice: User
+) -> None:
+    posted = services.message_post(room=room, author=alice, body="first").message
+    services.message_edit(room=room, message_id=posted.pk, actor=alice, body="second")
+    services.message_edit(room=room, message_id=posted.pk, actor=alice, body="third")
+    services.message_edit(room=room, message_id=posted.pk, actor=alice, body="third")  # same
+    assert list(posted.edits.values_list("previous_body", flat=True)) == ["first", "second"]
+    row = Message.objects.get(pk=posted.pk)
+    assert (row.body, row.version, row.text_length) == ("third", 3, 5)
+    services.message_delete(message_id=posted.pk, actor=alice, room=room)
+    assert not MessageEdit.objects.filter(message_id=posted.pk).exists()
+
+
+def test_admin_shows_the_texts_before_the_edits(room: Room, alice: User, client: Any) -> None:
+    staff = User.objects.create_user(username="root", password="pw-long-enough-1", is_staff=True)
+    staff.is_superuser = True
+    staff.save()
+    posted = services.message_post(room=room, author=alice, body="befor typo").message
+    services.message_edit(room=room, message_id=posted.pk, actor=alice, body="after fix")
+    client.force_login(staff)
+    page = client.get(f"/admin/messages_app/message/{posted.pk}/change/")
+    assert page.status_code == 200
+    assert "befor typo" in page.content.decode()
