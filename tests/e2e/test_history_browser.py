@@ -137,8 +137,18 @@ def test_an_edit_appears_in_the_other_browser_with_edited(
     editor.fill("   ")
     editor.press("Enter")
     expect(a.locator(".msg__editor-error")).to_contain_text("empty")
+    # One the server refuses says why in the editor, which stays open with the text.
+    editor.fill("x" * 4001)
+    editor.press("Enter")
+    expect(a.locator(".msg__editor-error")).to_contain_text("the limit is 4000")
+    expect(editor).to_have_value("x" * 4001)
     editor.press("Escape")
     assert Message.objects.get(room=room).body == "hello world"
+    # The page still works after a refused edit.
+    box.fill("and one more")
+    box.press("Enter")
+    expect(box).to_have_value("")
+    expect(b.locator("article", has_text="and one more")).to_have_count(1)
 
 
 def test_a_link_to_an_old_message_scrolls_to_and_highlights_it(

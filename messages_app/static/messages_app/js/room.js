@@ -628,6 +628,7 @@
       case "snapshot":
         abandonHistory();
         applySnapshot(frame.messages || [], frame.has_more);
+        reconcileEdit();
         synced = true;
         suspects = new Map();
         clearTimeout(healthyTimer);
@@ -1382,6 +1383,20 @@
     editing = { id: waiting.id, version: entry.row.version, body: waiting.body };
     editing.timer = setTimeout(() => editFailed({ detail: "The edit was not confirmed; try again." }), HISTORY_TIMEOUT_MS);
     socket.send(Frames.edit(waiting.id, waiting.body));
+  }
+
+  function reconcileEdit() {
+    // A fresh snapshot says whether the edit on its way was stored (the row is
+    // at a higher version): if not, it is sent again on this socket.
+    if (!editing) return;
+    const entry = rows.get(editing.id);
+    if (entry && entry.row.version > editing.version) {
+      editSaved();
+      return;
+    }
+    clearTimeout(editing.timer);
+    if (entry && entry.editor) editWaiting = { id: editing.id, body: editing.body };
+    editing = null;
   }
 
   function editSaved() {
