@@ -380,6 +380,13 @@ GPT_CONTEXT_CHARS = env_int("GPT_CONTEXT_CHARS", 24000, minimum=500)
 
 # --- Chat -------------------------------------------------------------------
 CHAT_SNAPSHOT_SIZE = env_int("CHAT_SNAPSHOT_SIZE", 50, minimum=1, maximum=1000)
+# A "history" frame (scrolling back, a link to one message) asks for at most this
+# many messages; a larger limit is refused (invalid_limit). Each user may ask this
+# many pages a minute, across every socket (a page scrolling fast cannot flood).
+CHAT_HISTORY_MAX_LIMIT = env_int("CHAT_HISTORY_MAX_LIMIT", 100, minimum=1, maximum=1000)
+CHAT_HISTORY_PER_MINUTE = env_int("CHAT_HISTORY_PER_MINUTE", 60, minimum=1, maximum=100000)
+# Edits of one's own messages a user may make in any 60 seconds.
+CHAT_EDITS_PER_MINUTE = env_int("CHAT_EDITS_PER_MINUTE", 30, minimum=1, maximum=100000)
 # A room's export (Markdown or JSON) streams its messages this many at a time, so
 # a large room never sits in a web process's memory whole (messages_app/export.py).
 CHAT_EXPORT_PAGE_SIZE = env_int("CHAT_EXPORT_PAGE_SIZE", 500, minimum=1, maximum=10000)

@@ -28,7 +28,15 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from messages_app import permissions, services
-from messages_app.models import Membership, Message, ReplyRevision, Room, User, Visibility
+from messages_app.models import (
+    Membership,
+    Message,
+    MessageEdit,
+    ReplyRevision,
+    Room,
+    User,
+    Visibility,
+)
 from messages_app.selectors import member_list, message_text, users_with_usage, with_text
 from messages_app.services import ClientError
 
@@ -239,9 +247,24 @@ class ReplyRevisionInline(admin.TabularInline):
         return format_html('<pre class="message-body">{}</pre>', revision.text or "(empty)")
 
 
+class MessageEditInline(admin.TabularInline):
+    """The texts a message had before each edit (read-only: only services write)."""
+
+    model = MessageEdit
+    fields = ("edited_at", "previous_body")
+    readonly_fields = ("edited_at", "previous_body")
+    extra = 0
+    can_delete = False
+    verbose_name = "text before an edit"
+    verbose_name_plural = "texts before its edits"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    inlines = (ReplyRevisionInline,)
+    inlines = (ReplyRevisionInline, MessageEditInline)
     list_display = (
         "id",
         "room",
@@ -298,6 +321,7 @@ class MessageAdmin(admin.ModelAdmin):
                     "requested_at",
                     "updated_at",
                     "finished_at",
+                    "edited_at",
                     "client_id",
                     "revision_count",
                 )
@@ -324,6 +348,7 @@ class MessageAdmin(admin.ModelAdmin):
         "requested_at",
         "updated_at",
         "finished_at",
+        "edited_at",
         "client_id",
         "revision_count",
         "deleted_at",

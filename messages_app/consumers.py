@@ -20,7 +20,7 @@ from messages_app.models import Room
 from messages_app.protocol import ClientError
 from messages_app.realtime.hub import hub
 from messages_app.realtime.members import Member, writer_for
-from messages_app.selectors import room_snapshot
+from messages_app.selectors import HistoryPage, room_history, room_snapshot, snapshot_has_more
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         try:
             await hub().join(self.member)
             await self.accept()
-            snapshot = await database_sync_to_async(room_snapshot)(room=room)
-            await self.send(text_data=protocol.snapshot_frame(snapshot))
+            snapshot, has_more = await database_sync_to_async(_snapshot)(room=room)
+            await self.send(text_data=protocol.snapshot_frame(snapshot, has_more=has_more))
             self.member.start({m["id"]: m["version"] for m in snapshot})
         except BaseException:
             # Any step that fails (Redis unreachable, the snapshot's query, a client
@@ -170,6 +170,19 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 await database_sync_to_async(services.reply_regenerate)(
                     room=self.room, message_id=frame.id, actor=user
                 )
+            elif isinstance(frame, protocol.History):
+                # Answered to this socket only; its rows are live from then on like
+                # the snapshot's (the page applies later frames by their versions).
+                page = await database_sync_to_async(_history)(
+                    room=self.room, user=user, frame=frame
+                )
+                await self.send(
+                    text_data=protocol.history_frame(
+                        page.messages, has_more=page.has_more, has_newer=page.has_newer
+                    )
+                )
+            elif isinstance(frame, protocol.Edit):
+                await database_sync_to_async(_edit)(room=self.room, user=user, frame=frame)
         except ClientError as error:
             await self.send(text_data=protocol.error_frame_for(error))
         except Exception:
@@ -199,6 +212,25 @@ def _post(*, room: Room, user: Any, frame: protocol.Post) -> None:
         raise ClientError("not_member", "You are not a member of this room (any more).")
     limits.post_allow(user=user)
     services.message_post(room=room, author=user, body=frame.body, client_id=frame.client_id)
+
+
+def _snapshot(*, room: Room) -> tuple[list[dict[str, Any]], bool]:
+    snapshot = room_snapshot(room=room)
+    return snapshot, snapshot_has_more(room=room, snapshot=snapshot)
+
+
+def _history(*, room: Room, user: Any, frame: protocol.History) -> HistoryPage:
+    if not permissions.can_read(user, room, permissions.role_of(user, room)):
+        raise ClientError("not_member", "You are not a member of this room (any more).")
+    limits.history_allow(user=user)
+    return room_history(room=room, anchor=frame.anchor, message_id=frame.id, limit=frame.limit)
+
+
+def _edit(*, room: Room, user: Any, frame: protocol.Edit) -> None:
+    if not permissions.can_post(user, room, permissions.role_of(user, room)):
+        raise ClientError("not_member", "You are not a member of this room (any more).")
+    limits.edit_allow(user=user)
+    services.message_edit(room=room, message_id=frame.id, actor=user, body=frame.body)
 
 
 @database_sync_to_async

@@ -48,6 +48,7 @@ def export_row(message: Message) -> dict[str, Any]:
         "reply_to": message.reply_to_id,
         "created_at": message.created_at.isoformat(),
         "finished_at": message.finished_at.isoformat() if message.finished_at else None,
+        "edited_at": message.edited_at.isoformat() if message.edited_at else None,
         "usage": {
             "prompt_tokens": message.prompt_tokens,
             "completion_tokens": message.completion_tokens,
@@ -87,6 +88,8 @@ def markdown_lines(row: dict[str, Any]) -> Iterator[str]:
         head.append(f"reply to #{row['reply_to']}")
     if row["status"] != Status.DONE:
         head.append(row["status"])
+    if row.get("edited_at"):
+        head.append("edited")
     yield " · ".join(head) + "\n\n"
     if row["body"]:
         yield row["body"].rstrip("\n") + "\n\n"

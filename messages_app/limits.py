@@ -137,6 +137,25 @@ def post_allow(*, user: User | Any) -> None:
     _check(_post_items(), f"user:{user.pk}", consume=True)
 
 
+# --- history pages and edits (issue 14) -------------------------------------------
+
+
+def history_allow(*, user: User | Any) -> None:
+    """Count one ``history`` page asked by ``user``, or raise ``rate_limited``."""
+    per_minute = settings.CHAT_HISTORY_PER_MINUTE
+    item = RateLimitItemPerMinute(per_minute, namespace="history-minute")
+    sentence = f"You are loading history too fast: at most {per_minute} pages a minute."
+    _check([(item, sentence)], f"user:{user.pk}", consume=True)
+
+
+def edit_allow(*, user: User | Any) -> None:
+    """Count one edit of ``user``, or raise ``rate_limited``. Call before the edit."""
+    per_minute = settings.CHAT_EDITS_PER_MINUTE
+    item = RateLimitItemPerMinute(per_minute, namespace="edits-minute")
+    sentence = f"You are editing too fast: at most {per_minute} edits a minute."
+    _check([(item, sentence)], f"user:{user.pk}", consume=True)
+
+
 # --- rooms ------------------------------------------------------------------------
 
 

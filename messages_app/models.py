@@ -160,6 +160,8 @@ class Message(models.Model):
     # the watchdog tells a dead run from a quiet one by it (worker/heartbeat.py).
     heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When its author last edited the text (services.message_edit); null if never.
+    edited_at = models.DateTimeField(null=True, blank=True)
     # A deleted message is a tombstone: its body is emptied, the row keeps its place.
     deleted_at = models.DateTimeField(null=True, blank=True)
     deleted_by = models.ForeignKey(
@@ -286,3 +288,21 @@ class ReplyRevision(models.Model):
 
     def __str__(self) -> str:
         return f"revision {self.number} of #{self.message_id}"
+
+
+class MessageEdit(models.Model):
+    """The text a message had before one edit by its author (services.message_edit).
+
+    Kept so that what was said can be looked up (the admin shows it); deleting the
+    message deletes these too, as it empties the body.
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    previous_body = models.TextField()
+    edited_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["message", "id"]
+
+    def __str__(self) -> str:
+        return f"edit of #{self.message_id} at {self.edited_at:%Y-%m-%d %H:%M}"

@@ -90,6 +90,20 @@ def can_delete_message(user: Any, room: Room, role: str | None, message: Message
     return role is not None and message.author_id is not None and message.author_id == user.pk
 
 
+def can_edit(user: Any, room: Room, role: str | None, message: Message) -> bool:
+    """Editing a message's text: its author only (while they may post), never a reply.
+
+    Not owners, moderators or staff either: an edit speaks in the author's name.
+    Whether the row can still change (deleted) is the service's to say.
+    """
+    return (
+        can_post(user, room, role)
+        and message.role == "user"
+        and message.author_id is not None
+        and message.author_id == user.pk
+    )
+
+
 def can_invite(user: Any, room: Room, role: str | None) -> bool:
     """Seeing, making and revoking the room's invite link: owners, moderators, staff."""
     return _active(user) and (is_staff(user) or role in MANAGERS)

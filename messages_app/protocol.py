@@ -50,8 +50,10 @@ FINAL_CLOSE_CODES = frozenset({CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_ROO
 
 # --- frame types ----------------------------------------------------------------------
 
-SERVER_FRAME_TYPES = frozenset({"snapshot", "message", "delta", "error", "heartbeat", "members"})
-CLIENT_FRAME_TYPES = frozenset({"post", "cancel", "delete", "retry"})
+SERVER_FRAME_TYPES = frozenset(
+    {"snapshot", "message", "delta", "error", "heartbeat", "members", "history"}
+)
+CLIENT_FRAME_TYPES = frozenset({"post", "cancel", "delete", "retry", "history", "edit"})
 
 # --- error codes (the ``code`` of an ``error`` frame) -------------------------------
 
@@ -99,6 +101,10 @@ ERROR_CODES = frozenset(
         # regenerate (issue 13): a retry of a user message, past GPT_MAX_REVISIONS
         "not_a_reply",
         "too_many_revisions",
+        # history and edits (issue 14)
+        "invalid_history",
+        "invalid_limit",
+        "not_editable",
     }
 )
 
@@ -126,9 +132,22 @@ def dumps(payload: dict[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
-def snapshot_frame(messages: list[dict[str, Any]]) -> str:
-    """Sent once on connect: the room's newest messages, oldest first."""
-    return dumps({"type": "snapshot", "messages": messages})
+def snapshot_frame(messages: list[dict[str, Any]], *, has_more: bool = False) -> str:
+    """Sent once on connect: the room's newest messages, oldest first.
+
+    ``has_more``: the room has messages older than these (the page can ask ``history``).
+    """
+    return dumps({"type": "snapshot", "messages": messages, "has_more": has_more})
+
+
+def history_frame(messages: list[dict[str, Any]], *, has_more: bool, has_newer: bool) -> str:
+    """The answer to one socket's ``history`` frame: a page of the timeline, oldest first.
+
+    ``has_more``: older messages than the first exist; ``has_newer``: newer than the last.
+    """
+    return dumps(
+        {"type": "history", "messages": messages, "has_more": has_more, "has_newer": has_newer}
+    )
 
 
 def message_frame(message: dict[str, Any]) -> str:
@@ -286,7 +305,26 @@ class Retry:
     id: int
 
 
-ClientFrame = Post | Cancel | Delete | Retry
+@dataclass(frozen=True)
+class History:
+    """A page of the timeline next to message ``id``: older than it (``before``),
+    newer (``after``), or a window holding it (``around``). ``limit`` is checked
+    against ``CHAT_HISTORY_MAX_LIMIT`` by ``selectors.room_history``."""
+
+    anchor: str
+    id: int
+    limit: int | None
+
+
+@dataclass(frozen=True)
+class Edit:
+    id: int
+    body: Any  # checked and cleaned by services.message_edit, as a post's
+
+
+ClientFrame = Post | Cancel | Delete | Retry | History | Edit
+
+HISTORY_ANCHORS = ("before", "after", "around")
 
 
 def _message_id(frame: dict[str, Any]) -> int:
@@ -294,6 +332,25 @@ def _message_id(frame: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ClientError("invalid_id", "id must be a message id (an integer).")
     return value
+
+
+def _positive_id(frame: dict[str, Any], key: str) -> int:
+    value = frame.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ClientError("invalid_id", f"{key} must be a message id (a positive integer).")
+    return value
+
+
+def _history(frame: dict[str, Any]) -> History:
+    anchors = [key for key in HISTORY_ANCHORS if key in frame]
+    if len(anchors) != 1:
+        raise ClientError(
+            "invalid_history", 'A history frame needs one of "before", "after" or "around".'
+        )
+    limit = frame.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise ClientError("invalid_limit", "limit must be an integer.")
+    return History(anchor=anchors[0], id=_positive_id(frame, anchors[0]), limit=limit)
 
 
 def parse_client_frame(text_data: str | None, *, max_length: int) -> ClientFrame:
@@ -321,6 +378,13 @@ def parse_client_frame(text_data: str | None, *, max_length: int) -> ClientFrame
         return Delete(id=_message_id(frame))
     if kind == "retry":
         return Retry(id=_message_id(frame))
+    if kind == "history":
+        return _history(frame)
+    if kind == "edit":
+        message_id = _positive_id(frame, "id")
+        if "body" not in frame:
+            raise ClientError("missing_body", 'An edit needs a "body".')
+        return Edit(id=message_id, body=frame["body"])
     raise ClientError("unknown_type", f"Unknown frame type {str(kind)[:40]!r}.")
 
 

@@ -22,6 +22,7 @@ from messages_app.models import (
     Status,
     Visibility,
 )
+from messages_app.protocol import ClientError
 
 
 def _iso(value: Any) -> str | None:
@@ -96,6 +97,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         # A tombstone: the body is gone (emptied in the database), the row stays.
         "deleted": message.deleted_at is not None,
         "deleted_at": _iso(message.deleted_at),
+        "edited_at": _iso(message.edited_at),
     }
 
 
@@ -117,6 +119,84 @@ def room_message_list(*, room: Room, limit: int | None = None) -> list[Message]:
 
 def room_snapshot(*, room: Room, limit: int | None = None) -> list[dict[str, Any]]:
     return [message_payload(m) for m in room_message_list(room=room, limit=limit)]
+
+
+def room_has_older(*, room: Room, before_id: int) -> bool:
+    """Whether the room has a message older than ``before_id`` (the timeline index)."""
+    return Message.objects.filter(room=room, id__lt=before_id).exists()
+
+
+def snapshot_has_more(*, room: Room, snapshot: list[dict[str, Any]]) -> bool:
+    """Whether the room holds older messages than a full ``snapshot`` (``has_more``)."""
+    if len(snapshot) < settings.CHAT_SNAPSHOT_SIZE:
+        return False
+    return room_has_older(room=room, before_id=snapshot[0]["id"])
+
+
+def room_snapshot_page(*, room: Room) -> tuple[list[dict[str, Any]], bool]:
+    """The snapshot and whether the room holds older messages than it (``has_more``)."""
+    messages = room_snapshot(room=room)
+    return messages, snapshot_has_more(room=room, snapshot=messages)
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    messages: list[dict[str, Any]]
+    has_more: bool  # older messages than the first exist
+    has_newer: bool  # newer messages than the last exist
+
+
+def _timeline(room: Room) -> QuerySet[Message]:
+    return with_text(Message.objects.filter(room=room).select_related("room", "author"))
+
+
+def room_history(*, room: Room, anchor: str, message_id: int, limit: int | None) -> HistoryPage:
+    """A page of the room's timeline next to ``message_id``, oldest first.
+
+    ``anchor`` is ``before`` (the ``limit`` messages older than it), ``after``
+    (newer) or ``around`` (a window holding it, half older, half newer). Keyset
+    pagination on the room timeline index (``room, -id``): ``WHERE room_id = …
+    AND id < …`` (or ``>``), never an OFFSET, so every page costs the same however
+    deep. Each side reads one row more than it returns to learn whether more exist.
+    Raises ``invalid_limit`` outside 1..CHAT_HISTORY_MAX_LIMIT and ``not_found``
+    when the room has no message ``message_id`` (another room's, or none).
+    """
+    maximum = settings.CHAT_HISTORY_MAX_LIMIT
+    if limit is None:
+        limit = min(settings.CHAT_SNAPSHOT_SIZE, maximum)
+    if not 1 <= limit <= maximum:
+        raise ClientError("invalid_limit", f"limit must be between 1 and {maximum}.")
+    if not Message.objects.filter(room=room, pk=message_id).exists():
+        raise ClientError("not_found", f"There is no message {message_id} in this room.")
+    timeline = _timeline(room)
+    older: list[Message] = []
+    newer: list[Message] = []
+    has_more = has_newer = True
+    if anchor == "before":
+        older = list(timeline.filter(id__lt=message_id).order_by("-id")[: limit + 1])
+        has_more = len(older) > limit
+        older = older[:limit]
+    elif anchor == "after":
+        newer = list(timeline.filter(id__gt=message_id).order_by("id")[: limit + 1])
+        has_newer = len(newer) > limit
+        newer = newer[:limit]
+    elif anchor == "around":
+        before_count = (limit - 1) // 2
+        after_count = limit - 1 - before_count  # the anchor itself takes one place
+        older = list(timeline.filter(id__lt=message_id).order_by("-id")[: before_count + 1])
+        has_more = len(older) > before_count
+        older = older[:before_count]
+        newer = list(timeline.filter(id__gte=message_id).order_by("id")[: after_count + 2])
+        has_newer = len(newer) > after_count + 1
+        newer = newer[: after_count + 1]
+    else:
+        raise ClientError("invalid_history", f"Unknown history anchor {anchor!r}.")
+    older.reverse()
+    return HistoryPage(
+        messages=[message_payload(m) for m in older + newer],
+        has_more=has_more,
+        has_newer=has_newer,
+    )
 
 
 def rooms_visible_to(user: Any) -> QuerySet[Room]:

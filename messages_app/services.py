@@ -27,6 +27,7 @@ from messages_app.models import (
     MemberRole,
     Membership,
     Message,
+    MessageEdit,
     ReplyChunk,
     ReplyRevision,
     Role,
@@ -450,10 +451,12 @@ def message_delete(*, message_id: Any, actor: User, room: Room | None = None) ->
         _close_reply(message_id=message.pk, attempt=None, status=Status.CANCELLED)
         transaction.on_commit(lambda: events.announce_cancel(message.pk))
     now = timezone.now()
-    # The text goes from the database: the body and any chunk a stream left.
+    # The text goes from the database: the body, any chunk a stream left, and
+    # the texts it had before its edits.
     ReplyChunk.objects.filter(message_id=message.pk).delete()
     # And the text of its earlier attempts (their usage stays counted).
     ReplyRevision.objects.filter(message_id=message.pk).update(text="", error="")
+    MessageEdit.objects.filter(message_id=message.pk).delete()
     Message.objects.filter(pk=message.pk).update(
         body="",
         text_length=0,
@@ -461,6 +464,48 @@ def message_delete(*, message_id: Any, actor: User, room: Room | None = None) ->
         error="",
         deleted_at=now,
         deleted_by=actor,
+        version=F("version") + 1,
+        updated_at=now,
+    )
+    message = message_get(message_id=message.pk)
+    _broadcast_row(message)
+    return message
+
+
+@transaction.atomic
+def message_edit(*, room: Room, message_id: Any, actor: User, body: Any) -> Message:
+    """Replace the text of ``actor``'s own message in ``room``; the row keeps its place.
+
+    The body gets the same checks and cleaning as a post's. The row's version goes
+    up and ``edited_at`` is set; the new row is broadcast. Only the author may edit
+    (``permissions.can_edit``); a reply (assistant row) and a deleted message
+    cannot be edited. The edit never asks @gpt, even when it adds a mention, and
+    the replies already given stay as they are (to ask again, post a new message).
+    An edit to the same text changes nothing and is not broadcast.
+    """
+    if isinstance(message_id, bool) or not isinstance(message_id, int):
+        raise ClientError("invalid_id", "id must be a message id (an integer).")
+    body = _clean_body(body)
+    message = Message.objects.select_for_update().filter(pk=message_id, room=room).first()
+    if message is None:
+        raise ClientError("not_found", f"There is no message {message_id} in this room.")
+    role = permissions.role_of(actor, room)
+    if not permissions.can_read(actor, room, role):
+        raise ClientError("not_member", "You are not a member of this room.")
+    if message.role != Role.USER:
+        raise ClientError("not_editable", "A reply cannot be edited; ask again in a new message.")
+    if message.deleted_at is not None:
+        raise ClientError("already_deleted", f"Message {message_id} was deleted.")
+    if not permissions.can_edit(actor, room, role, message):
+        raise ClientError("forbidden", "Only its author can edit a message.")
+    if body == message.body:
+        return message_get(message_id=message.pk)
+    now = timezone.now()
+    MessageEdit.objects.create(message=message, previous_body=message.body, edited_at=now)
+    Message.objects.filter(pk=message.pk).update(
+        body=body,
+        text_length=len(body),
+        edited_at=now,
         version=F("version") + 1,
         updated_at=now,
     )

@@ -37,7 +37,7 @@ from messages_app.selectors import (
     member_list,
     reply_revisions,
     room_list,
-    room_snapshot,
+    room_snapshot_page,
     usage_periods,
     usage_since,
 )
@@ -286,9 +286,15 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
             limited = error.code == "rate_limited"
         else:
             return HttpResponseRedirect(request.path)
-    rows = room_snapshot(room=room)
+    rows, has_more = room_snapshot_page(room=room)
     status = 429 if limited else 400 if form.errors else 200
-    context = {**_room_context(request, room, role), "rows": rows, "form": form}
+    context = {
+        **_room_context(request, room, role),
+        "rows": rows,
+        "has_more": has_more,
+        "history_max_limit": settings.CHAT_HISTORY_MAX_LIMIT,
+        "form": form,
+    }
     return render(request, "messages_app/room.html", context, status=status)
 
 

@@ -43,9 +43,11 @@ MIRROR: dict[str, Any] = {
         "invalid_client_id",
         "invalid_frame",
         "invalid_granularity",
+        "invalid_history",
         "invalid_id",
         "invalid_invite",
         "invalid_json",
+        "invalid_limit",
         "invalid_name",
         "invalid_role",
         "invalid_slug",
@@ -57,6 +59,7 @@ MIRROR: dict[str, Any] = {
         "missing_type",
         "name_too_long",
         "not_a_reply",
+        "not_editable",
         "not_found",
         "not_member",
         "not_retryable",
@@ -67,8 +70,8 @@ MIRROR: dict[str, Any] = {
         "too_many_revisions",
         "unknown_type",
     ],
-    "serverFrames": ["delta", "error", "heartbeat", "members", "message", "snapshot"],
-    "clientFrames": ["cancel", "delete", "post", "retry"],
+    "serverFrames": ["delta", "error", "heartbeat", "history", "members", "message", "snapshot"],
+    "clientFrames": ["cancel", "delete", "edit", "history", "post", "retry"],
 }
 
 
@@ -82,6 +85,7 @@ class RoomView:
     stale: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     heartbeats: list[dict[str, Any]] = field(default_factory=list)
+    histories: list[dict[str, Any]] = field(default_factory=list)
     snapshots: int = 0
     snapshot_rows: dict[int, dict[str, Any]] = field(default_factory=dict)
     # the latest member list (``members`` frames: someone joined, left, changed role)
@@ -115,6 +119,13 @@ class RoomView:
                 held["body"] += frame["text"]
                 held["version"] = frame["version"]
                 self.applied.append((frame["id"], frame["version"]))
+        elif kind == "history":
+            # A page of older (or newer) rows: kept unless the view holds a newer version.
+            self.histories.append(frame)
+            for message in frame["messages"]:
+                held = self.rows.get(message["id"])
+                if held is None or message["version"] > held["version"]:
+                    self.rows[message["id"]] = dict(message)
         elif kind == "error":
             self.errors.append(frame)
         elif kind == "members":

@@ -141,6 +141,10 @@ def test_settings_start_with_defaults() -> None:
         ("GPT_MAX_REVISIONS", "101", "GPT_MAX_REVISIONS=101 is above the maximum"),
         ("CHAT_TRUSTED_PROXIES", "10.0.0.0/8,proxy", "CHAT_TRUSTED_PROXIES: 'proxy' is not"),
         ("CHAT_TRUSTED_PROXY_COUNT", "11", "CHAT_TRUSTED_PROXY_COUNT=11 is above the maximum"),
+        ("CHAT_HISTORY_MAX_LIMIT", "0", "CHAT_HISTORY_MAX_LIMIT=0 is below the minimum of 1"),
+        ("CHAT_HISTORY_MAX_LIMIT", "5000", "CHAT_HISTORY_MAX_LIMIT=5000 is above the maximum"),
+        ("CHAT_HISTORY_PER_MINUTE", "0", "CHAT_HISTORY_PER_MINUTE=0 is below the minimum of 1"),
+        ("CHAT_EDITS_PER_MINUTE", "often", "CHAT_EDITS_PER_MINUTE='often' is not a whole"),
     ],
 )
 def test_settings_refuse_a_bad_limit_at_start_naming_it(

@@ -43,7 +43,7 @@ async def socket(room: Room, alice: User) -> AsyncIterator[WebsocketCommunicator
     connected, _ = await communicator.connect()
     assert connected
     snapshot = await communicator.receive_json_from(timeout=5)
-    assert snapshot == {"type": "snapshot", "messages": []}
+    assert snapshot == {"type": "snapshot", "messages": [], "has_more": False}
     yield communicator
     await communicator.disconnect()
 

@@ -213,3 +213,22 @@ def test_export_row_of_a_deleted_author_names_nobody(room: Room) -> None:
     row = export.export_row(message)
     assert (row["author"], row["username"]) == (None, None)
     assert "**(deleted user)** · " in "".join(export.markdown_lines(row))
+
+
+async def test_export_says_when_a_message_was_edited(room: Room, alice: User) -> None:
+    posted = await sync_to_async(services.message_post)(room=room, author=alice, body="helo")
+    await sync_to_async(services.message_post)(room=room, author=alice, body="as written")
+    await sync_to_async(services.message_edit)(
+        room=room, message_id=posted.message.pk, actor=alice, body="hello"
+    )
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    _, body = await download(client, room.slug, "json")
+    exported = json.loads(body)["messages"]
+    assert [(m["body"], m["edited_at"] is not None) for m in exported] == [
+        ("hello", True),
+        ("as written", False),
+    ]
+    _, markdown = await download(client, room.slug, "md")
+    heads = [line for line in markdown.splitlines() if line.startswith("**Alice**")]
+    assert [head.endswith("· edited") for head in heads] == [True, False]

@@ -124,3 +124,41 @@ def test_permissions_role_of_is_none_for_signed_out_visitors() -> None:
     room, _users, _objects = _setup(Visibility.PUBLIC)
     assert permissions.role_of(AnonymousUser(), room) is None
     assert not permissions.can_see_room(AnonymousUser(), room, None)
+
+
+# Editing (issue 14), a table of its own: the author's message, the asker's question
+# and the assistant's reply, per actor. Only a message's author may edit it, never a
+# reply; not owners, moderators or staff (an edit speaks in the author's name).
+EDIT_TABLE: dict[str, tuple[bool, bool, bool]] = {
+    # author's message, asker's question, the reply
+    "owner": (N, N, N),
+    "moderator": (N, N, N),
+    "member": (N, N, N),
+    "asker": (N, Y, N),
+    "author": (Y, N, N),
+    "non-member": (N, N, N),
+    "staff": (N, N, N),
+}
+
+
+@pytest.mark.parametrize("visibility", [Visibility.PRIVATE, Visibility.PUBLIC])
+def test_permissions_can_edit_table(visibility: str) -> None:
+    room, users, objects = _setup(visibility)
+    question = objects["reply"].reply_to
+    got = {
+        name: tuple(
+            permissions.can_edit(users[name], room, permissions.role_of(users[name], room), m)
+            for m in (objects["message"], question, objects["reply"])
+        )
+        for name in ACTORS
+    }
+    assert got == EDIT_TABLE
+
+
+def test_permissions_can_edit_refuses_an_inactive_author() -> None:
+    room, users, objects = _setup(Visibility.PUBLIC)
+    author = users["author"]
+    author.is_active = False
+    assert not permissions.can_edit(
+        author, room, permissions.role_of(author, room), objects["message"]
+    )

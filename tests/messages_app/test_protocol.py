@@ -71,7 +71,11 @@ def test_server_frames_are_compact_json_with_their_type():
         "detail": "wait",
         "retry_after": 2.2,
     }
-    assert json.loads(protocol.snapshot_frame([])) == {"type": "snapshot", "messages": []}
+    assert json.loads(protocol.snapshot_frame([])) == {
+        "type": "snapshot",
+        "messages": [],
+        "has_more": False,
+    }
 
 
 def test_every_error_code_raised_in_the_code_is_in_the_vocabulary():
@@ -85,3 +89,48 @@ def test_every_error_code_raised_in_the_code_is_in_the_vocabulary():
 def test_an_unknown_error_code_is_refused():
     with pytest.raises(AssertionError):
         ClientError("no_such_code", "detail")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"type": "history", "before": 7, "limit": 50}', protocol.History("before", 7, 50)),
+        ('{"type": "history", "after": 7}', protocol.History("after", 7, None)),
+        ('{"type": "history", "around": 9, "limit": 1}', protocol.History("around", 9, 1)),
+        ('{"type": "edit", "id": 3, "body": "new"}', protocol.Edit(3, "new")),
+    ],
+)
+def test_parse_client_frame_reads_history_and_edit(text: str, expected: object) -> None:
+    assert protocol.parse_client_frame(text, max_length=10_000) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ('{"type": "history"}', "invalid_history"),
+        ('{"type": "history", "before": 1, "around": 2}', "invalid_history"),
+        ('{"type": "history", "before": "1"}', "invalid_id"),
+        ('{"type": "history", "before": 1.0}', "invalid_id"),
+        ('{"type": "history", "before": false}', "invalid_id"),
+        ('{"type": "history", "before": -1}', "invalid_id"),
+        ('{"type": "history", "before": 1, "limit": "5"}', "invalid_limit"),
+        ('{"type": "history", "before": 1, "limit": 2.5}', "invalid_limit"),
+        ('{"type": "history", "before": 1, "limit": true}', "invalid_limit"),
+        ('{"type": "edit", "body": "x"}', "invalid_id"),
+        ('{"type": "edit", "id": 0, "body": "x"}', "invalid_id"),
+        ('{"type": "edit", "id": 1}', "missing_body"),
+    ],
+)
+def test_parse_client_frame_refuses_bad_history_and_edit_frames(text: str, code: str) -> None:
+    with pytest.raises(protocol.ClientError) as refused:
+        protocol.parse_client_frame(text, max_length=10_000)
+    assert refused.value.code == code
+
+
+def test_history_frame_carries_both_directions() -> None:
+    assert json.loads(protocol.history_frame([], has_more=True, has_newer=False)) == {
+        "type": "history",
+        "messages": [],
+        "has_more": True,
+        "has_newer": False,
+    }

@@ -12,8 +12,14 @@
  * - "heartbeat" lists the room's open rows and their versions: a row the page
  *   holds open that is not listed, or holds at a lower version, twice in a row
  *   (so that frames still on their way are not taken for lost), is a gap too;
- * - "error" answers a frame of ours: the post in flight, or a cancel
- *   ("not_streaming" means the page's copy of that row is stale: a gap).
+ * - "history" answers our own request for older (or newer) rows: they join the
+ *   page's rows and are live like the others from then on (the same version
+ *   rules); frames about rows outside what the page holds that arrive while the
+ *   request is on its way are kept and applied after the answer;
+ * - "error" answers a frame of ours: the post in flight, a history request, an
+ *   edit, or a cancel ("not_streaming" means the page's copy of that row is
+ *   stale: a gap). At most one of post, edit and history is on its way at a
+ *   time, so an error is never taken for another's.
  * Repairs back off (resync): however broken the stream, the page never loops.
  * A close code from the protocol says why a socket ended; 4401, 4403 and 4404
  * end the page's session with the room (it says why and stops reconnecting).
@@ -36,6 +42,8 @@
   const input = document.getElementById("composer-body");
   const sendButton = document.getElementById("send");
   const composerError = document.getElementById("composer-error");
+  const historyTop = document.getElementById("history-top");
+  const historyBottom = document.getElementById("history-bottom");
 
   const membersUrl = root.dataset.membersUrl;
   const myId = Number(root.dataset.userId);
@@ -78,9 +86,11 @@
       "invalid_client_id",
       "invalid_frame",
       "invalid_granularity",
+      "invalid_history",
       "invalid_id",
       "invalid_invite",
       "invalid_json",
+      "invalid_limit",
       "invalid_name",
       "invalid_role",
       "invalid_slug",
@@ -92,6 +102,7 @@
       "missing_type",
       "name_too_long",
       "not_a_reply",
+      "not_editable",
       "not_found",
       "not_member",
       "not_retryable",
@@ -106,6 +117,7 @@
       "delta",
       "error",
       "heartbeat",
+      "history",
       "members",
       "message",
       "snapshot"
@@ -113,6 +125,8 @@
     "clientFrames": [
       "cancel",
       "delete",
+      "edit",
+      "history",
       "post",
       "retry"
     ]
@@ -133,6 +147,13 @@
     },
     retry(id) {
       return JSON.stringify({ type: "retry", id });
+    },
+    /** anchor: "before" | "after" | "around", id: a message id. */
+    history(anchor, id, limit) {
+      return JSON.stringify({ type: "history", [anchor]: id, limit });
+    },
+    edit(id, body) {
+      return JSON.stringify({ type: "edit", id, body });
     },
     /** A server frame, or null when it is not JSON or not an object with a known type. */
     parse(data) {
@@ -203,11 +224,12 @@
     '<span class="msg__model" hidden></span>' +
     '<time class="msg__time"></time>' +
     '<span class="msg__state" hidden></span>' +
+    '<span class="msg__edited" hidden>edited</span>' +
     "</header>" +
     '<div class="msg__body md"></div>' +
     '<p class="msg__error" hidden></p>' +
     '<p class="msg__usage" hidden></p>' +
-    '<div class="msg__actions" hidden>' +
+    '<div class="msg__actions">' +
     '<span class="msg__pager" hidden>' +
     '<button type="button" class="button button--small button--ghost" data-action="older" aria-label="Earlier attempt">‹</button>' +
     '<span class="msg__pager-label" aria-live="polite"></span>' +
@@ -215,6 +237,8 @@
     "</span>" +
     '<button type="button" class="button button--small button--stop" data-action="stop">Stop</button>' +
     '<button type="button" class="button button--small button--ghost" data-action="regenerate">Regenerate</button>' +
+    '<button type="button" class="button button--small button--ghost" data-action="edit">Edit</button>' +
+    '<button type="button" class="button button--small button--ghost" data-action="link" title="Copy a link to this message">Copy link</button>' +
     '<button type="button" class="button button--small button--ghost" data-action="delete">Delete</button>' +
     "</div>" +
     "</div>";
@@ -268,6 +292,7 @@
         model: el.querySelector(".msg__model"),
         time: el.querySelector(".msg__time"),
         state: el.querySelector(".msg__state"),
+        edited: el.querySelector(".msg__edited"),
         body,
         error: el.querySelector(".msg__error"),
         usage: el.querySelector(".msg__usage"),
@@ -279,6 +304,7 @@
         stop: el.querySelector("[data-action=stop]"),
         regenerate: el.querySelector("[data-action=regenerate]"),
         del: el.querySelector("[data-action=delete]"),
+        edit: el.querySelector("[data-action=edit]"),
       },
       painted: { body: null, open: null, created: null, revision: null },
       stopping: false,
@@ -286,6 +312,7 @@
       viewing: null,
       revisions: null,
       seenRevisions: null,
+      editor: null, // the inline editor while this row is being edited
     };
   }
 
@@ -340,9 +367,22 @@
     parts.state.textContent = label;
     parts.state.hidden = !label;
 
+    parts.edited.hidden = !row.edited_at || row.deleted;
+    if (row.edited_at) parts.edited.title = `Edited ${fullFormat.format(new Date(row.edited_at))}`;
+
     if (row.deleted) el.dataset.deleted = "true";
     else delete el.dataset.deleted;
-    if (shown) {
+    if (entry.editor && (row.deleted || !mayEdit(row))) closeEditor(entry);
+    if (!entry.editor && !shown && painted.revision !== null) {
+      // Back from an earlier attempt to the current one.
+      painted.revision = null;
+      painted.body = null;
+      entry.body.reset();
+      parts.body.replaceChildren();
+    }
+    if (entry.editor) {
+      // The editor stands in for the body until it closes (saved or cancelled).
+    } else if (shown) {
       // An earlier attempt: rendered whole (it no longer grows).
       if (painted.revision !== shown.number) {
         entry.body.reset();
@@ -350,14 +390,6 @@
         painted.revision = shown.number;
         painted.body = null;
       }
-    } else if (painted.revision !== null) {
-      painted.revision = null;
-      painted.body = null;
-      entry.body.reset();
-      parts.body.replaceChildren();
-    }
-    if (shown) {
-      // painted above
     } else if (painted.body !== row.body || painted.open !== open || painted.deleted !== row.deleted) {
       painted.deleted = row.deleted;
       if (row.deleted) {
@@ -405,12 +437,12 @@
     const stoppable = assistant && open && !row.deleted && mayStop(row);
     const regenerable = assistant && !open && !row.deleted && mayStop(row);
     const deletable = mayDelete(row);
-    parts.actions.hidden = !(stoppable || deletable || regenerable || paged);
     parts.stop.hidden = !stoppable;
     parts.regenerate.hidden = !regenerable;
     parts.regenerate.disabled = entry.regenerating;
     parts.regenerate.textContent = entry.regenerating ? "Regenerating…" : "Regenerate";
     parts.del.hidden = !deletable;
+    parts.edit.hidden = !mayEdit(row) || Boolean(entry.editor);
     parts.stop.disabled = entry.stopping;
     parts.stop.textContent = entry.stopping ? "Stopping…" : "Stop";
   }
@@ -464,6 +496,11 @@
     return canModerate || (row.author_id != null && row.author_id === myId);
   }
 
+  function mayEdit(row) {
+    // As permissions.can_edit: one's own message, never a reply, not once deleted.
+    return !row.deleted && row.role === "user" && row.author_id != null && row.author_id === myId;
+  }
+
   function mayStop(row) {
     // As permissions.can_cancel_reply: the member who asked, owners and moderators.
     if (canModerate) return true;
@@ -496,7 +533,13 @@
   }
 
   function place(entry) {
-    // Rows are in id order; a new one is nearly always the last.
+    // Rows are in id order; a new one is nearly always the last, or (a page of
+    // history) before the first.
+    const first = list.firstElementChild;
+    if (first && Number(first.dataset.messageId) > entry.row.id) {
+      list.insertBefore(entry.el, first);
+      return;
+    }
     let next = null;
     for (const child of Array.from(list.children).reverse()) {
       if (Number(child.dataset.messageId) > entry.row.id) next = child;
@@ -511,6 +554,18 @@
     return oldest;
   }
 
+  function newestId() {
+    let newest = 0;
+    for (const id of rows.keys()) newest = Math.max(newest, id);
+    return newest;
+  }
+
+  /** Whether a frame about row ``id``, which the page does not hold, is outside its rows. */
+  function outsideHeld(id) {
+    if (!rows.size) return false;
+    return id < oldestId() || (detached && id > newestId());
+  }
+
   function isLast(entry) {
     return entry.el === list.lastElementChild;
   }
@@ -521,10 +576,17 @@
 
   // --- applying frames ---------------------------------------------------------
 
-  function applySnapshot(messages) {
+  function applySnapshot(messages, more) {
     const keep = new Set(messages.map((m) => m.id));
+    // Older rows that history brought stay when they join the snapshot's without
+    // a gap (the page held a row the snapshot holds too); they are read again
+    // (refreshFrom back to refreshTo) as they may have changed while the page
+    // was not connected.
+    const snapOldest = messages.length ? messages[0].id : Infinity;
+    const keepOlder = !detached && rows.size > 0 && newestId() >= snapOldest && oldestId() < snapOldest;
+    const olderFrom = keepOlder ? oldestId() : null;
     for (const [id, entry] of rows) {
-      if (!keep.has(id)) {
+      if (!keep.has(id) && !(keepOlder && id < snapOldest)) {
         entry.el.remove();
         rows.delete(id);
       }
@@ -543,15 +605,32 @@
       const entry = rows.get(Number(child.dataset.messageId));
       if (!entry || entry.el !== child) child.remove();
     }
+    detached = false;
+    hasNewer = false;
+    if (keepOlder) {
+      refreshTo = olderFrom;
+      refreshFrom = snapOldest;
+    } else {
+      hasMore = Boolean(more);
+      refreshTo = null;
+    }
     updateEmpty();
+    updateHistoryMarkers();
   }
 
   function applyMessage(message, stick) {
     const entry = rows.get(message.id);
     if (entry && message.version <= entry.row.version) return false;
+    if (!entry && outsideHeld(message.id)) {
+      // A row older (or, away from the present, newer) than the page shows:
+      // kept for after a history answer that may hold an older copy of it.
+      if (historyRequest) historyRequest.held.push({ type: "message", message });
+      return false;
+    }
     const updated = upsert(message, { soon: true, stick });
     updateEmpty();
     if (outbox && message.client_id && message.client_id === outbox.clientId) postSucceeded();
+    if (editing && message.id === editing.id && message.version > editing.version) editSaved();
     // A known row is painted, and scrolled, in the next animation frame.
     return !entry && isLast(updated);
   }
@@ -588,7 +667,11 @@
   function applyDelta(frame, stick) {
     const entry = rows.get(frame.id);
     if (entry && frame.version <= entry.row.version) return false; // already included
-    if (!entry && frame.id < oldestId()) return false; // a row older than the page shows
+    if (!entry && outsideHeld(frame.id)) {
+      // a row outside what the page shows; kept while a history answer is on its way
+      if (historyRequest) historyRequest.held.push(frame);
+      return false;
+    }
     if (!entry || frame.offset !== entry.length) {
       resync(entry ? `delta at offset ${frame.offset}, the page holds ${entry.length}` : "delta of a row the page lacks", frame);
       return false;
@@ -619,8 +702,15 @@
       showNotice(withWait(frame, "Too many connections are open."));
       return;
     }
-    const posting = Boolean(outbox && outbox.sent);
-    if (posting && !CANCEL_ERRORS.has(frame.code)) {
+    if (historyRequest) {
+      historyFailed(frame);
+      return;
+    }
+    if (editing) {
+      editFailed(frame);
+      return;
+    }
+    if (outbox && outbox.sent && !CANCEL_ERRORS.has(frame.code)) {
       postFailed(withWait(frame, "The message was not sent."));
       return;
     }
@@ -659,7 +749,8 @@
       }
     }
     const oldest = rows.size ? oldestId() : 0;
-    for (const id of listed.keys()) if (!rows.has(id) && id > oldest) behind.set(id, 0);
+    const newest = detached ? newestId() : Infinity;
+    for (const id of listed.keys()) if (!rows.has(id) && id > oldest && id < newest) behind.set(id, 0);
     for (const [id, version] of behind) {
       if (suspects.get(id) === version) {
         suspects = new Map();
@@ -681,7 +772,9 @@
     let grew = false;
     switch (frame.type) {
       case "snapshot":
-        applySnapshot(frame.messages || []);
+        abandonHistory();
+        applySnapshot(frame.messages || [], frame.has_more);
+        reconcileEdit();
         synced = true;
         suspects = new Map();
         clearTimeout(healthyTimer);
@@ -698,6 +791,9 @@
       case "delta":
         grew = applyDelta(frame, stick);
         break;
+      case "history":
+        onHistory(frame);
+        break;
       case "error":
         onError(frame);
         break;
@@ -711,6 +807,7 @@
         break; // a frame type this page does not know: ignore it
     }
     if (grew) afterGrowth(stick);
+    if (frame.type === "snapshot") afterSnapshot();
   }
 
   // --- scrolling ---------------------------------------------------------------
@@ -730,9 +827,16 @@
   }
 
   scroller.addEventListener("scroll", () => {
-    if (nearBottom()) jump.hidden = true;
+    if (nearBottom() && !detached) jump.hidden = true;
+    maybeLoad();
   });
   jump.addEventListener("click", () => {
+    if (detached) {
+      // Away from the present (a link to an old message): the newest rows come
+      // with a fresh snapshot.
+      backToPresent();
+      return;
+    }
     scrollToBottom();
     input.focus();
   });
@@ -985,12 +1089,20 @@
     outbox = { clientId: uuid4(), body, sent: false };
     showComposerError("");
     setSending(true);
+    if (detached) {
+      // Away from the present, the page would not show the new message: go back
+      // first; the post goes out after the fresh snapshot.
+      backToPresent();
+      return;
+    }
     if (!synced) showNotice("Not connected: your message goes out when the connection is back.");
     flushOutbox();
   }
 
   function flushOutbox() {
-    if (!outbox || !socket || !synced) return;
+    // One request on its way at a time (see the top): a post waits for a history
+    // answer or an edit.
+    if (!outbox || !socket || !synced || historyRequest || editing) return;
     // After a reconnect the post may have been stored already: the snapshot says.
     for (const entry of rows.values()) {
       if (entry.row.client_id === outbox.clientId) {
@@ -1010,6 +1122,7 @@
     notice.hidden = true;
     resizeInput();
     scrollToBottom();
+    nextRequest();
   }
 
   function postFailed(detail) {
@@ -1017,6 +1130,7 @@
     setSending(false);
     showComposerError(detail);
     input.focus();
+    nextRequest();
   }
 
   form.addEventListener("submit", (event) => {
@@ -1027,6 +1141,13 @@
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
       event.preventDefault();
       submitComposer();
+    } else if (event.key === "ArrowUp" && !input.value && !event.shiftKey && !event.isComposing) {
+      // As Slack: Up in an empty composer edits your last message.
+      const last = lastOwnMessage();
+      if (last) {
+        event.preventDefault();
+        openEditor(last);
+      }
     }
   });
 
@@ -1128,13 +1249,418 @@
     paint(entry);
   });
 
+  // --- history: older rows on scrolling up, a link to one message ---------------
+
+  const MAX_HISTORY_LIMIT = Number(root.dataset.historyMaxLimit) || 100;
+  const HISTORY_PAGE = Math.min(50, MAX_HISTORY_LIMIT);
+  const HISTORY_TIMEOUT_MS = 15000;
+  const jumpHtml = jump.innerHTML;
+  const jumpText = jump.textContent;
+  const LOAD_MARGIN_PX = 400;
+  let hasMore = root.dataset.hasMore === "true"; // the room has rows older than the page's
+  let detached = false; // the page shows a window of the past, not the newest rows
+  let hasNewer = false; // (detached) rows newer than the page's exist
+  let historyRequest = null; // {anchor, id, held, timer}: the request on its way
+  let historyRetryAt = 0; // after rate_limited, not before this (ms)
+  // After a reconnect: the older rows kept from before are read again, page by
+  // page, from refreshFrom back to refreshTo (the oldest the page held).
+  let refreshFrom = null;
+  let refreshTo = null;
+  // ?m=<id>: the message to show and highlight (null when none or done).
+  let linkTarget = null;
+  let linkAsked = false;
+
+  function updateHistoryMarkers() {
+    const loadingOlder = historyRequest && historyRequest.anchor !== "after";
+    historyTop.dataset.state = loadingOlder ? "loading" : hasMore ? "more" : rows.size ? "start" : "empty";
+    historyTop.textContent = loadingOlder ? "Loading older messages…" : hasMore || !rows.size ? "" : "Beginning of the room";
+    historyTop.setAttribute("aria-busy", loadingOlder ? "true" : "false");
+    const loadingNewer = historyRequest && historyRequest.anchor === "after";
+    historyBottom.hidden = !detached;
+    historyBottom.textContent = loadingNewer ? "Loading newer messages…" : "";
+    historyBottom.dataset.state = loadingNewer ? "loading" : "";
+    if (detached) {
+      jump.hidden = false;
+      jump.textContent = "Jump to the newest messages ↓";
+    } else if (jump.textContent !== jumpText) {
+      jump.innerHTML = jumpHtml; // the template's own markup
+    }
+  }
+
+  function canRequest() {
+    return socket && synced && !historyRequest && !editing && !(outbox && outbox.sent) && Date.now() >= historyRetryAt;
+  }
+
+  function requestHistory(anchor, id, limit = HISTORY_PAGE) {
+    if (!canRequest()) return false;
+    historyRequest = { anchor, id, held: [], timer: null };
+    // An answer that never comes (a lost socket drops it: abandonHistory) must not
+    // stop the page from asking again.
+    historyRequest.timer = setTimeout(() => {
+      abandonHistory();
+      nextRequest();
+    }, HISTORY_TIMEOUT_MS);
+    socket.send(Frames.history(anchor, id, limit));
+    updateHistoryMarkers();
+    return true;
+  }
+
+  function abandonHistory() {
+    if (!historyRequest) return;
+    clearTimeout(historyRequest.timer);
+    historyRequest = null;
+    updateHistoryMarkers();
+  }
+
+  /** Whatever the page should ask next, if anything: a refresh, a link, a page. */
+  function nextRequest() {
+    flushOutbox();
+    flushEdit();
+    if (!canRequest()) return;
+    if (linkTarget !== null && !linkAsked) {
+      openLink();
+      return;
+    }
+    if (refreshTo !== null) {
+      requestHistory("before", refreshFrom, MAX_HISTORY_LIMIT);
+      return;
+    }
+    maybeLoad();
+  }
+
+  function maybeLoad() {
+    if (!canRequest() || (linkTarget !== null && !linkAsked)) return;
+    if (hasMore && rows.size && scroller.scrollTop < LOAD_MARGIN_PX) {
+      requestHistory("before", oldestId());
+    } else if (detached && hasNewer && rows.size) {
+      const fromBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight;
+      if (fromBottom < LOAD_MARGIN_PX) requestHistory("after", newestId());
+    }
+  }
+
+  function onHistory(frame) {
+    const request = historyRequest;
+    if (!request) return; // not ours any more (a snapshot replaced everything)
+    clearTimeout(request.timer);
+    historyRequest = null;
+    const messages = Array.isArray(frame.messages) ? frame.messages : [];
+    if (request.anchor === "around") {
+      showWindow(messages, frame, request.id);
+    } else if (refreshTo !== null && request.anchor === "before" && request.id === refreshFrom) {
+      for (const message of messages) {
+        const entry = rows.get(message.id);
+        if (!entry || message.version > entry.row.version) upsert(message);
+      }
+      const first = messages.length ? messages[0].id : null;
+      if (first !== null && first > refreshTo && frame.has_more) refreshFrom = first;
+      else refreshTo = refreshFrom = null;
+    } else {
+      insertKeepingPosition(messages);
+      if (request.anchor === "before") hasMore = Boolean(frame.has_more);
+      else {
+        hasNewer = Boolean(frame.has_newer);
+        if (!hasNewer) detached = false; // the page reaches the present again
+      }
+    }
+    // Frames about rows outside the page that came meanwhile: applied now, by
+    // the usual version rules (what the answer already holds is dropped).
+    for (const held of request.held) {
+      if (held.type === "message") applyMessage(held.message, false);
+      else applyDelta(held, false);
+    }
+    updateEmpty();
+    updateHistoryMarkers();
+    nextRequest();
+  }
+
+  function insertKeepingPosition(messages) {
+    // The row at the top of the view stays where it is on the screen: rows
+    // added above it move the scroll position by their height, not the view.
+    const anchorEl = list.firstElementChild;
+    const before = anchorEl ? anchorEl.getBoundingClientRect().top : 0;
+    for (const message of messages) {
+      const entry = rows.get(message.id);
+      if (!entry || message.version > entry.row.version) upsert(message);
+    }
+    if (anchorEl) scroller.scrollTop += anchorEl.getBoundingClientRect().top - before;
+  }
+
+  function historyFailed(frame) {
+    const request = historyRequest;
+    abandonHistory();
+    if (frame.code === "rate_limited") {
+      historyRetryAt = Date.now() + (frame.retry_after || 5) * 1000;
+      setTimeout(nextRequest, (frame.retry_after || 5) * 1000 + 50);
+      showNotice(withWait(frame, "Loading history too fast."));
+      return;
+    }
+    if (request && request.anchor === "around") {
+      linkTarget = null;
+      showNotice(frame.code === "not_found" ? "That link points to no message of this room." : withWait(frame, "The message could not be shown."));
+      return;
+    }
+    refreshTo = refreshFrom = null;
+    showNotice(withWait(frame, "Older messages could not be loaded."));
+  }
+
+  function showWindow(messages, frame, targetId) {
+    const ids = messages.map((m) => m.id);
+    const joins = !frame.has_newer || (rows.size > 0 && ids.length > 0 && ids[ids.length - 1] >= oldestId());
+    if (!joins) {
+      // A gap between the window and the newest rows: show the window alone,
+      // away from the present, until scrolling down (or the jump) closes it.
+      for (const entry of rows.values()) entry.el.remove();
+      rows.clear();
+      detached = true;
+      hasNewer = true;
+      hasMore = Boolean(frame.has_more);
+    } else if (!rows.size || ids[0] < oldestId()) {
+      hasMore = Boolean(frame.has_more);
+    }
+    for (const message of messages) {
+      const entry = rows.get(message.id);
+      if (!entry || message.version > entry.row.version) upsert(message);
+    }
+    focusMessage(targetId);
+  }
+
+  function openLink() {
+    linkAsked = true;
+    if (rows.has(linkTarget)) focusMessage(linkTarget);
+    else requestHistory("around", linkTarget, HISTORY_PAGE);
+  }
+
+  function focusMessage(id) {
+    linkTarget = null;
+    const entry = rows.get(id);
+    if (!entry) return;
+    for (const el of list.querySelectorAll("[data-highlighted]")) delete el.dataset.highlighted;
+    entry.el.dataset.highlighted = "true";
+    entry.el.scrollIntoView({ block: "center" });
+    jump.hidden = !detached && nearBottom();
+    if (entry.row.deleted) showNotice("That message was deleted.");
+  }
+
+  function afterSnapshot() {
+    updateHistoryMarkers();
+    nextRequest();
+  }
+
+  function backToPresent() {
+    // Leave the window of the past: a fresh socket's snapshot brings the newest rows.
+    for (const entry of rows.values()) entry.el.remove();
+    rows.clear();
+    detached = false;
+    hasNewer = false;
+    abandonHistory();
+    updateHistoryMarkers();
+    const old = socket;
+    socket = null;
+    synced = false;
+    if (old) old.close(1000, "present");
+    connect();
+  }
+
+  function readLink() {
+    const value = new URLSearchParams(location.search).get("m");
+    if (value === null) return;
+    if (!/^[1-9][0-9]{0,15}$/.test(value)) {
+      showNotice("That link points to no message of this room.");
+      return;
+    }
+    linkTarget = Number(value);
+  }
+
+  // --- editing one's own message --------------------------------------------------
+
+  let editing = null; // {id, version, body}: the edit on its way
+  let editWaiting = null; // an edit saved while another request was on its way
+
+  function lastOwnMessage() {
+    let last = null;
+    for (const entry of rows.values()) {
+      if (mayEdit(entry.row) && (!last || entry.row.id > last.row.id)) last = entry;
+    }
+    return last;
+  }
+
+  function openEditor(entry) {
+    for (const other of rows.values()) if (other.editor && other !== entry) closeEditor(other);
+    if (entry.editor) {
+      entry.editor.input.focus();
+      return;
+    }
+    const form = document.createElement("form");
+    form.className = "msg__editor";
+    const area = document.createElement("textarea");
+    area.className = "msg__editor-input";
+    area.setAttribute("aria-label", "Edit message");
+    area.value = entry.row.body;
+    area.rows = Math.min(8, entry.row.body.split("\n").length + 1);
+    const error = document.createElement("p");
+    error.className = "msg__editor-error";
+    error.setAttribute("role", "alert");
+    error.hidden = true;
+    const bar = document.createElement("div");
+    bar.className = "msg__editor-bar";
+    const hint = document.createElement("span");
+    hint.className = "msg__editor-hint";
+    hint.textContent = "Enter to save · Escape to cancel";
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.className = "button button--small button--ghost";
+    cancel.dataset.action = "edit-cancel";
+    cancel.textContent = "Cancel";
+    const save = document.createElement("button");
+    save.type = "submit";
+    save.className = "button button--small button--primary";
+    save.dataset.action = "edit-save";
+    save.textContent = "Save";
+    bar.append(hint, cancel, save);
+    form.append(area, error, bar);
+    entry.editor = { form, input: area, error, save };
+    entry.parts.body.replaceChildren(form);
+    entry.body.reset();
+    entry.painted.body = null; // the body is painted again once the editor closes
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      saveEdit(entry);
+    });
+    cancel.addEventListener("click", () => closeEditor(entry));
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+        event.preventDefault();
+        saveEdit(entry);
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        closeEditor(entry);
+        input.focus();
+      }
+    });
+    paint(entry);
+    area.focus();
+    area.setSelectionRange(area.value.length, area.value.length);
+  }
+
+  function closeEditor(entry) {
+    if (!entry.editor) return;
+    entry.editor = null;
+    entry.painted.body = null;
+    if (editWaiting && editWaiting.id === entry.row.id) editWaiting = null;
+    paint(entry);
+  }
+
+  function editError(entry, text) {
+    if (!entry.editor) return;
+    entry.editor.error.textContent = text;
+    entry.editor.error.hidden = !text;
+    entry.editor.save.disabled = false;
+  }
+
+  function saveEdit(entry) {
+    if (!entry.editor || (editing && editing.id === entry.row.id)) return;
+    const body = entry.editor.input.value;
+    if (!body.trim()) {
+      editError(entry, "The message is empty: delete it instead.");
+      return;
+    }
+    if (body.replace(/\r\n?/g, "\n").normalize("NFC") === entry.row.body) {
+      closeEditor(entry); // nothing changed: nothing to send
+      return;
+    }
+    if (!socket || !synced) {
+      editError(entry, "Not connected: try again in a moment.");
+      return;
+    }
+    entry.editor.save.disabled = true;
+    editError(entry, "");
+    entry.editor.save.disabled = true;
+    editWaiting = { id: entry.row.id, body };
+    flushEdit();
+  }
+
+  function flushEdit() {
+    if (!editWaiting || editing || historyRequest || (outbox && outbox.sent) || !socket || !synced) return;
+    const entry = rows.get(editWaiting.id);
+    const waiting = editWaiting;
+    editWaiting = null;
+    if (!entry || !entry.editor) return;
+    editing = { id: waiting.id, version: entry.row.version, body: waiting.body };
+    editing.timer = setTimeout(() => editFailed({ detail: "The edit was not confirmed; try again." }), HISTORY_TIMEOUT_MS);
+    socket.send(Frames.edit(waiting.id, waiting.body));
+  }
+
+  function reconcileEdit() {
+    // A fresh snapshot says whether the edit on its way was stored (the row is
+    // at a higher version): if not, it is sent again on this socket.
+    if (!editing) return;
+    const entry = rows.get(editing.id);
+    if (entry && entry.row.version > editing.version) {
+      editSaved();
+      return;
+    }
+    clearTimeout(editing.timer);
+    if (entry && entry.editor) editWaiting = { id: editing.id, body: editing.body };
+    editing = null;
+  }
+
+  function editSaved() {
+    const entry = rows.get(editing.id);
+    clearTimeout(editing.timer);
+    editing = null;
+    if (entry) closeEditor(entry);
+    nextRequest();
+  }
+
+  function editFailed(frame) {
+    const entry = editing ? rows.get(editing.id) : null;
+    if (editing) clearTimeout(editing.timer);
+    editing = null;
+    if (entry && entry.editor) editError(entry, withWait(frame, "The message was not saved."));
+    else showNotice(withWait(frame, "The message was not saved."));
+    nextRequest();
+  }
+
+  list.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action=edit]");
+    if (!button) return;
+    const entry = rows.get(Number(button.closest("article").dataset.messageId));
+    if (entry && mayEdit(entry.row)) openEditor(entry);
+  });
+
+  // --- a link to one message ---------------------------------------------------------
+
+  function messageUrl(id) {
+    return `${location.origin}${location.pathname}?m=${id}`;
+  }
+
+  list.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-action=link]");
+    if (!button) return;
+    const id = Number(button.closest("article").dataset.messageId);
+    const url = messageUrl(id);
+    root.dataset.copiedLink = url;
+    try {
+      await navigator.clipboard.writeText(url);
+      showNotice("Link copied.");
+    } catch {
+      // No clipboard (an insecure origin, a refusal): show the link to copy by hand.
+      showNotice(`Link to this message: ${url}`);
+    }
+  });
+
   // --- start -------------------------------------------------------------------
 
   // The server rendered the first page; the same rows, as data, take it over.
   const initialData = document.getElementById("initial-messages");
   list.replaceChildren();
-  applySnapshot(initialData ? JSON.parse(initialData.textContent) : []);
+  applySnapshot(initialData ? JSON.parse(initialData.textContent) : [], root.dataset.hasMore === "true");
   scrollToBottom();
+  readLink();
+  if (linkTarget !== null && rows.has(linkTarget)) {
+    linkAsked = true;
+    focusMessage(linkTarget);
+  }
   root.dataset.ready = "true";
   connect();
 })();
