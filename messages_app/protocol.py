@@ -96,6 +96,9 @@ ERROR_CODES = frozenset(
         "already_deleted",
         "client_id_reused",
         "invalid_text",
+        # a room's assistant settings (issue 13)
+        "instructions_too_long",
+        "invalid_context_messages",
     }
 )
 

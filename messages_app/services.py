@@ -215,6 +215,55 @@ def room_create(
 # decided one after the other, each seeing the other's result.
 
 
+@transaction.atomic
+def room_assistant_settings_update(
+    *,
+    room: Room,
+    actor: User,
+    instructions: Any,
+    context_messages: Any,
+    granularity: Any,
+) -> Room:
+    """Set the room's own instructions for its assistants, how many recent messages
+    the model sees (None: ``GPT_CONTEXT_MESSAGES``) and its default granularity.
+
+    Owners, moderators and staff (``permissions.can_configure_assistants``). Every
+    value is checked before anything is written: a refusal changes nothing.
+    """
+    room = _locked_room(room)
+    if not permissions.can_configure_assistants(actor, room, permissions.role_of(actor, room)):
+        raise ClientError("forbidden", "Only the room's owners and moderators can change this.")
+    if not isinstance(instructions, str):
+        raise ClientError("invalid_text", "The instructions must be text.")
+    _check_text(instructions, code="invalid_text", what="The instructions")
+    instructions = clean_text(instructions).strip()
+    limit = settings.CHAT_ROOM_INSTRUCTIONS_MAX_CHARS
+    if len(instructions) > limit:
+        raise ClientError(
+            "instructions_too_long",
+            f"The instructions are {len(instructions)} characters; the limit is {limit}.",
+        )
+    most = settings.CHAT_ROOM_CONTEXT_MESSAGES_MAX
+    if context_messages is not None and (
+        isinstance(context_messages, bool)
+        or not isinstance(context_messages, int)
+        or not 1 <= context_messages <= most
+    ):
+        raise ClientError(
+            "invalid_context_messages",
+            f"The model can see from 1 to {most} recent messages (blank: the site default).",
+        )
+    if granularity not in ("", *settings.GRANULARITIES):
+        raise ClientError("invalid_granularity", f"Unknown granularity {granularity!r}.")
+    Room.objects.filter(pk=room.pk).update(
+        assistant_instructions=instructions,
+        context_messages=context_messages,
+        granularity=granularity,
+    )
+    room.refresh_from_db()
+    return room
+
+
 def _broadcast_members(room_id: int) -> None:
     """After commit, send the room's member list to every socket of the room."""
 

@@ -14,6 +14,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="room_export",
     ),
     path("rooms/<slug:slug>/members/", views.room_members, name="room_members"),
+    path("rooms/<slug:slug>/settings/", views.room_settings, name="room_settings"),
     path("rooms/<slug:slug>/members/action/", views.room_member_action, name="room_member_action"),
     path("rooms/<slug:slug>/invite/", views.room_invite_reset, name="room_invite_reset"),
     path("invite/<str:token>/", views.invite, name="invite"),
