@@ -152,6 +152,12 @@ class AssistantAdmin(admin.ModelAdmin):
         ("Times", {"fields": ("created_at",)}),
     )
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "base_url":
+            # A local server (Ollama, vLLM) typed without a scheme is plain http.
+            kwargs["assume_scheme"] = "http"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Assistant]:
         return (
             super()

@@ -54,7 +54,7 @@ RESERVED_HANDLES = frozenset(
 DEFAULT_HANDLE = "gpt"
 DEFAULT_NAME = "GPT"
 # The name of an environment variable (the key itself is never stored).
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 
 
 def validate_handle(value: str) -> None:
