@@ -262,3 +262,17 @@ def test_estimated_cost_uses_the_prices_per_million() -> None:
         estimated_cost(prompt_tokens=10, completion_tokens=10, input_price=None, output_price=None)
         is None
     )
+
+
+def test_export_names_each_replys_assistant(room: Room, alice: User) -> None:
+    from messages_app.export import export_row
+
+    make_assistant("claude", name="Claude")
+    result = services.message_post(room=room, author=alice, body="@gpt @claude hi")
+    rows = [export_row(m) for m in Message.objects.filter(room=room).order_by("id")]
+    assert [(r["author"], r["assistant"]) for r in rows] == [
+        ("Alice", None),
+        ("GPT", "GPT"),
+        ("Claude", "Claude"),
+    ]
+    assert len(result.replies) == 2
