@@ -147,3 +147,20 @@ def test_plain_member_sees_no_settings_link(
     Membership.objects.create(room=lab, user=carol, role=MemberRole.MEMBER)
     page = browsing.room(carol, lab.slug)
     expect(page.locator("#room-settings-link")).to_have_count(0)
+
+
+def test_suggestions_follow_the_members_who_join(
+    browsing: Browsing, make_user: object, alice: User, lab: Room
+) -> None:
+    page = browsing.room(alice, lab.slug)
+    carol = make_user("carol", "Carol")  # type: ignore[operator]
+    browsing.room(carol, lab.slug)  # opening the public room joins it
+    composer = box(page)
+    options = page.locator("#mention-list [role=option]")
+    # The members frame has reached the first page once its panel lists three.
+    expect(page.locator("#members-panel")).to_have_attribute("data-count", "3")
+    composer.press_sequentially("@car")  # type: ignore[attr-defined]
+    expect(options).to_have_count(1)
+    expect(options.first).to_have_attribute("data-handle", "carol")
+    composer.press("Enter")  # type: ignore[attr-defined]
+    expect(composer).to_have_value("@carol ")  # type: ignore[arg-type]

@@ -567,6 +567,7 @@
         break;
       case "members":
         refreshMembers();
+        updateMemberCandidates(frame.members);
         break;
       case "heartbeat":
         onHeartbeat(frame);
@@ -912,11 +913,20 @@
 
   const mentionList = document.getElementById("mention-list");
   const candidatesData = document.getElementById("mention-candidates");
-  const candidates = candidatesData ? JSON.parse(candidatesData.textContent) : [];
+  let candidates = candidatesData ? JSON.parse(candidatesData.textContent) : [];
   const suggest = { open: false, start: 0, items: [], active: 0 };
   // "@" and what follows it up to the caret, where a mention may start.
   const MENTION_QUERY = /(?:^|[^\w@.+-])@([\w.+-]*)$/;
   const MAX_SUGGESTIONS = 8;
+
+  // A "members" frame lists the room's members now: the suggestions follow it.
+  function updateMemberCandidates(members) {
+    if (!Array.isArray(members)) return;
+    const people = members
+      .map((m) => ({ kind: "member", handle: m.username, name: m.name }))
+      .sort((a, b) => (a.handle < b.handle ? -1 : a.handle > b.handle ? 1 : 0));
+    candidates = [...candidates.filter((c) => c.kind !== "member"), ...people];
+  }
 
   function mentionQuery() {
     if (input.selectionStart !== input.selectionEnd) return null;
