@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Count, QuerySet, Sum
@@ -78,7 +79,15 @@ class RoomAdminForm(forms.ModelForm):
 
     class Meta:
         model = Room
-        fields = ("name", "slug", "visibility", "granularity", "created_by")
+        fields = (
+            "name",
+            "slug",
+            "visibility",
+            "granularity",
+            "assistant_instructions",
+            "context_messages",
+            "created_by",
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -86,6 +95,23 @@ class RoomAdminForm(forms.ModelForm):
 
     def clean_visibility(self) -> str:
         return self.cleaned_data.get("visibility") or Visibility.PUBLIC
+
+    def clean_assistant_instructions(self) -> str:
+        # The same bound as the room's settings page (services.room_assistant_settings_update).
+        text = (self.cleaned_data.get("assistant_instructions") or "").strip()
+        limit = settings.CHAT_ROOM_INSTRUCTIONS_MAX_CHARS
+        if len(text) > limit:
+            raise forms.ValidationError(
+                f"The instructions are {len(text)} characters; the limit is {limit}."
+            )
+        return text
+
+    def clean_context_messages(self) -> int | None:
+        value = self.cleaned_data.get("context_messages")
+        most = settings.CHAT_ROOM_CONTEXT_MESSAGES_MAX
+        if value is not None and not 1 <= value <= most:
+            raise forms.ValidationError(f"From 1 to {most} recent messages (blank: the default).")
+        return value
 
 
 MILLION = Decimal(1_000_000)

@@ -291,3 +291,24 @@ def test_admin_message_list_shows_and_filters_by_assistant(
     page = admin_client.get(changelist, {"assistant__id__exact": claude.pk}).content.decode()
     assert "@claude (Claude)" in page  # the column
     assert "1 message" in page or "1 result" in page
+
+
+def test_admin_room_form_keeps_the_same_bounds_on_instructions_and_context(
+    admin_client: Client, room: Room, settings: Any
+) -> None:
+    settings.CHAT_ROOM_INSTRUCTIONS_MAX_CHARS = 10
+    url = reverse("admin:messages_app_room_change", args=[room.pk])
+    base = {"name": room.name, "slug": room.slug, "visibility": "public", "granularity": ""}
+    refused = admin_client.post(
+        url, {**base, "assistant_instructions": "x" * 11, "context_messages": "0"}
+    )
+    assert refused.status_code == 200
+    page = refused.content.decode()
+    assert "The instructions are 11 characters; the limit is 10." in page
+    assert "From 1 to" in page
+    assert settings_of(room) == ("", None, "")
+    saved = admin_client.post(
+        url, {**base, "assistant_instructions": "Be kind.", "context_messages": "4"}
+    )
+    assert saved.status_code == 302
+    assert settings_of(room) == ("Be kind.", 4, "")
