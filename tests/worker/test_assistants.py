@@ -250,3 +250,12 @@ def test_run_of_an_assistant_whose_key_variable_is_unset_fails_at_once_naming_it
     assert row.status == Status.FAILED
     assert "MISSING_TEST_KEY" in row.error and "is not set" in row.error
     assert model.stats()["requests"] == requests_before  # no request was made
+
+
+def test_demo_model_greets_the_speaker_of_a_json_quoted_name() -> None:
+    from worker.demo_llm import demo_reply
+
+    said = [{"role": "user", "content": '"Ann: \\"the\\" admin": hello there'}]
+    assert demo_reply(said).startswith('Hi Ann: "the" admin! I am the **demo model**')
+    assert "> hello there" in demo_reply(said)
+    assert demo_reply([{"role": "user", "content": "no name"}]).startswith("Hi there!")
