@@ -208,13 +208,6 @@ def room_create(
     return room
 
 
-# --- membership -----------------------------------------------------------------
-#
-# Every change of a room's members locks the room's row first, so that two
-# changes of one room (the last owner leaving while another is demoted) are
-# decided one after the other, each seeing the other's result.
-
-
 @transaction.atomic
 def room_assistant_settings_update(
     *,
@@ -262,6 +255,13 @@ def room_assistant_settings_update(
     )
     room.refresh_from_db()
     return room
+
+
+# --- membership -----------------------------------------------------------------
+#
+# Every change of a room's members locks the room's row first, so that two
+# changes of one room (the last owner leaving while another is demoted) are
+# decided one after the other, each seeing the other's result.
 
 
 def _broadcast_members(room_id: int) -> None:
