@@ -77,8 +77,8 @@ def endpoint_for(assistant: Any) -> Endpoint:
     Its blank fields fall back to the settings, so the default ``@gpt`` (all
     blank) is ``endpoint()``: OpenAI, ``OPENAI_BASE_URL`` or the demo model.
 
-    - base URL and key variable both blank: ``endpoint()``, the model its own
-      when set (the demo server answers any model name);
+    - base URL and key variable both blank: ``endpoint()``, with its own model
+      when set (but the demo model stays ``demo``: its replies say they are the demo);
     - a base URL of its own: that server, with the key of its key variable if it
       names one, else no key (``OPENAI_API_KEY`` is never sent to another server);
     - a key variable without a base URL: OpenAI itself with that key;
@@ -89,13 +89,15 @@ def endpoint_for(assistant: Any) -> Endpoint:
     """
     if assistant is None:
         return endpoint()
-    max_tokens = min(assistant.max_tokens or settings.GPT_MAX_REPLY_TOKENS,
-                     settings.GPT_MAX_REPLY_TOKENS)  # fmt: skip
-    own = {"temperature": assistant.temperature, "max_tokens": max_tokens}
+    limit = settings.GPT_MAX_REPLY_TOKENS
+    own = {
+        "temperature": assistant.temperature,
+        "max_tokens": min(assistant.max_tokens or limit, limit),
+    }
     if not assistant.base_url and not assistant.api_key_env:
         base = endpoint()
-        # The demo model stays the demo, whatever model is named: its replies say so.
-        model = base.model if base.base_url == settings.GPT_DEMO_BASE_URL else assistant.model
+        demo = not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+        model = base.model if demo else assistant.model
         return Endpoint(
             base_url=base.base_url, api_key=base.api_key, model=model or base.model, **own
         )
