@@ -377,6 +377,18 @@ GPT_DAILY_TOKENS_PER_USER = env_int("GPT_DAILY_TOKENS_PER_USER", 0, minimum=0)
 GPT_MAX_REVISIONS = env_int("GPT_MAX_REVISIONS", 10, minimum=1, maximum=100)
 GPT_CONTEXT_MESSAGES = env_int("GPT_CONTEXT_MESSAGES", 30, minimum=1, maximum=500)
 GPT_CONTEXT_CHARS = env_int("GPT_CONTEXT_CHARS", 24000, minimum=500)
+# A message that mentions several assistants gets a reply from each of the first
+# this many active ones it mentions (issue 13); the other handles are ignored.
+GPT_MAX_ASSISTANTS_PER_MESSAGE = env_int("GPT_MAX_ASSISTANTS_PER_MESSAGE", 3, minimum=1, maximum=10)
+# A room's own instructions for its assistants, set by its owners and moderators:
+# at most this many characters; and the most recent messages a room may let the
+# model see (its "context" setting; blank uses GPT_CONTEXT_MESSAGES).
+CHAT_ROOM_INSTRUCTIONS_MAX_CHARS = env_int(
+    "CHAT_ROOM_INSTRUCTIONS_MAX_CHARS", 2000, minimum=0, maximum=20000
+)
+CHAT_ROOM_CONTEXT_MESSAGES_MAX = env_int(
+    "CHAT_ROOM_CONTEXT_MESSAGES_MAX", 100, minimum=1, maximum=500
+)
 
 # --- Chat -------------------------------------------------------------------
 CHAT_SNAPSHOT_SIZE = env_int("CHAT_SNAPSHOT_SIZE", 50, minimum=1, maximum=1000)

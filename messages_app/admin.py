@@ -14,13 +14,16 @@ delete their messages with the action if they must go.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.db.models import Count, QuerySet
+from django.db.models import Count, QuerySet, Sum
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -29,6 +32,7 @@ from django.utils.text import Truncator
 
 from messages_app import permissions, services
 from messages_app.models import (
+    Assistant,
     Membership,
     Message,
     MessageEdit,
@@ -104,7 +108,15 @@ class RoomAdminForm(forms.ModelForm):
 
     class Meta:
         model = Room
-        fields = ("name", "slug", "visibility", "granularity", "created_by")
+        fields = (
+            "name",
+            "slug",
+            "visibility",
+            "granularity",
+            "assistant_instructions",
+            "context_messages",
+            "created_by",
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -112,6 +124,161 @@ class RoomAdminForm(forms.ModelForm):
 
     def clean_visibility(self) -> str:
         return self.cleaned_data.get("visibility") or Visibility.PUBLIC
+
+    def clean_assistant_instructions(self) -> str:
+        # The same bound as the room's settings page (services.room_assistant_settings_update).
+        text = (self.cleaned_data.get("assistant_instructions") or "").strip()
+        limit = settings.CHAT_ROOM_INSTRUCTIONS_MAX_CHARS
+        if len(text) > limit:
+            raise forms.ValidationError(
+                f"The instructions are {len(text)} characters; the limit is {limit}."
+            )
+        return text
+
+    def clean_context_messages(self) -> int | None:
+        value = self.cleaned_data.get("context_messages")
+        most = settings.CHAT_ROOM_CONTEXT_MESSAGES_MAX
+        if value is not None and not 1 <= value <= most:
+            raise forms.ValidationError(f"From 1 to {most} recent messages (blank: the default).")
+        return value
+
+
+MILLION = Decimal(1_000_000)
+
+
+def estimated_cost(
+    *,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    input_price: Decimal | None,
+    output_price: Decimal | None,
+) -> Decimal | None:
+    """The cost of the tokens at prices per million (None when neither price is set)."""
+    if input_price is None and output_price is None:
+        return None
+    cost = Decimal(prompt_tokens or 0) * (input_price or 0) / MILLION
+    cost += Decimal(completion_tokens or 0) * (output_price or 0) / MILLION
+    return cost.quantize(Decimal("0.0001"))
+
+
+@admin.register(Assistant)
+class AssistantAdmin(admin.ModelAdmin):
+    """The assistants people call by ``@handle``, with what their replies used.
+
+    Usage counts every reply row of the assistant (finished or not; a reply that
+    recorded no usage adds no tokens); the cost is estimated from its prices per
+    million tokens, when set.
+    """
+
+    list_display = (
+        "handle",
+        "name",
+        "active",
+        "model_label",
+        "server",
+        "key_variable",
+        "reply_count",
+        "prompt_tokens_used",
+        "completion_tokens_used",
+        "total_tokens_used",
+        "cost",
+    )
+    list_display_links = ("handle", "name")
+    list_filter = ("active",)
+    search_fields = ("handle", "name", "model", "base_url")
+    ordering = ("handle",)
+    readonly_fields = ("created_at", "usage")
+    fieldsets = (
+        (None, {"fields": ("handle", "name", "active")}),
+        (
+            "Model",
+            {
+                "fields": ("model", "base_url", "api_key_env", "temperature", "max_tokens"),
+                "description": "Blank fields follow the settings (OPENAI_MODEL, "
+                "OPENAI_BASE_URL, OPENAI_API_KEY; the demo model when none is set). The key "
+                "itself is never stored: name the worker's environment variable that holds it.",
+            },
+        ),
+        ("Instructions", {"fields": ("system_prompt",)}),
+        (
+            "Usage and prices",
+            {"fields": ("input_price_per_million", "output_price_per_million", "usage")},
+        ),
+        ("Times", {"fields": ("created_at",)}),
+    )
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "base_url":
+            # A local server (Ollama, vLLM) typed without a scheme is plain http.
+            kwargs["assume_scheme"] = "http"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Assistant]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                replies_n=Count("replies"),
+                prompt_sum=Sum("replies__prompt_tokens"),
+                completion_sum=Sum("replies__completion_tokens"),
+                total_sum=Sum("replies__total_tokens"),
+            )
+        )
+
+    @admin.display(description="model", ordering="model")
+    def model_label(self, assistant: Assistant) -> str:
+        return assistant.model or "(OPENAI_MODEL)"
+
+    @admin.display(description="server", ordering="base_url")
+    def server(self, assistant: Assistant) -> str:
+        if assistant.base_url:
+            return assistant.base_url
+        return "OpenAI" if assistant.api_key_env else "(settings)"
+
+    @admin.display(description="key variable", ordering="api_key_env")
+    def key_variable(self, assistant: Assistant) -> str:
+        """The variable's name, and whether this (web) process has it: the worker's
+        environment is the one that counts."""
+        if not assistant.api_key_env:
+            return "-"
+        here = "set here" if os.environ.get(assistant.api_key_env) else "not set here"
+        return f"{assistant.api_key_env} ({here})"
+
+    @admin.display(description="replies", ordering="replies_n")
+    def reply_count(self, assistant: Assistant) -> int:
+        return getattr(assistant, "replies_n", 0)
+
+    @admin.display(description="prompt tokens", ordering="prompt_sum")
+    def prompt_tokens_used(self, assistant: Assistant) -> int:
+        return getattr(assistant, "prompt_sum", None) or 0
+
+    @admin.display(description="completion tokens", ordering="completion_sum")
+    def completion_tokens_used(self, assistant: Assistant) -> int:
+        return getattr(assistant, "completion_sum", None) or 0
+
+    @admin.display(description="total tokens", ordering="total_sum")
+    def total_tokens_used(self, assistant: Assistant) -> int:
+        return getattr(assistant, "total_sum", None) or 0
+
+    @admin.display(description="estimated cost")
+    def cost(self, assistant: Assistant) -> str:
+        value = estimated_cost(
+            prompt_tokens=getattr(assistant, "prompt_sum", None),
+            completion_tokens=getattr(assistant, "completion_sum", None),
+            input_price=assistant.input_price_per_million,
+            output_price=assistant.output_price_per_million,
+        )
+        return "-" if value is None else f"{value:.4f}"
+
+    @admin.display(description="usage")
+    def usage(self, assistant: Assistant) -> str:
+        if assistant.pk is None:
+            return "-"
+        return (
+            f"{self.reply_count(assistant)} replies, {self.prompt_tokens_used(assistant)} prompt + "
+            f"{self.completion_tokens_used(assistant)} completion = "
+            f"{self.total_tokens_used(assistant)} tokens; estimated cost {self.cost(assistant)}"
+        )
 
 
 @admin.register(Room)
@@ -270,6 +437,7 @@ class MessageAdmin(admin.ModelAdmin):
         "room",
         "author_name",
         "role",
+        "assistant",
         "status",
         "excerpt",
         "version",
@@ -279,11 +447,17 @@ class MessageAdmin(admin.ModelAdmin):
         "finished_at",
     )
     list_display_links = ("id", "excerpt")
-    list_filter = ("room", "role", "status", ("created_at", admin.DateFieldListFilter))
+    list_filter = (
+        "room",
+        "role",
+        "assistant",
+        "status",
+        ("created_at", admin.DateFieldListFilter),
+    )
     # chunks__text: the newest text of a streaming reply, not yet in its body.
     search_fields = ("body", "chunks__text", "author__username", "author__display_name")
     date_hierarchy = "created_at"
-    list_select_related = ("room", "author")
+    list_select_related = ("room", "author", "assistant")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         # A streaming reply's newest text is in its chunks: read them with the row.
@@ -304,6 +478,7 @@ class MessageAdmin(admin.ModelAdmin):
             "Reply",
             {
                 "fields": (
+                    "assistant",
                     "model",
                     "error_text",
                     "attempt",
@@ -338,6 +513,7 @@ class MessageAdmin(admin.ModelAdmin):
         "full_body",
         "reply_to_link",
         "replies_links",
+        "assistant",
         "model",
         "error_text",
         "attempt",
@@ -380,7 +556,9 @@ class MessageAdmin(admin.ModelAdmin):
     def author_name(self, message: Message) -> str:
         if message.author is not None:
             return message.author.get_display_name()
-        return "@gpt" if message.role == "assistant" else "(deleted user)"
+        if message.role == "assistant":
+            return message.assistant.name if message.assistant is not None else "@gpt"
+        return "(deleted user)"
 
     @admin.display(description="body")
     def excerpt(self, message: Message) -> str:

@@ -21,12 +21,12 @@ from django.utils import timezone
 from messages_app.models import Message, Role, Room, Status
 from messages_app.selectors import message_text, with_text
 
-ASSISTANT_NAME = "GPT"
+ASSISTANT_NAME = "GPT"  # a reply with no assistant row (none since migration assistants)
 
 
 def _page(room: Room, after: int, size: int) -> list[dict[str, Any]]:
     rows = with_text(
-        Message.objects.filter(room=room, id__gt=after).select_related("author")
+        Message.objects.filter(room=room, id__gt=after).select_related("author", "assistant")
     ).order_by("id")[:size]
     return [export_row(message) for message in rows]
 
@@ -35,12 +35,14 @@ def export_row(message: Message) -> dict[str, Any]:
     """One message as the export writes it: who, when, what, by which model."""
     author = message.author
     assistant = message.role == Role.ASSISTANT
+    bot = message.assistant if message.assistant_id is not None else None
+    bot_name = bot.name if bot is not None else ASSISTANT_NAME
     return {
         "id": message.pk,
         "role": message.role,
-        "author": ASSISTANT_NAME if assistant else (author.get_display_name() if author else None),
+        "author": bot_name if assistant else (author.get_display_name() if author else None),
         "username": author.username if author is not None and not assistant else None,
-        "assistant": ASSISTANT_NAME if assistant else None,
+        "assistant": bot_name if assistant else None,
         "model": message.model or None,
         "status": message.status,
         "body": message_text(message),

@@ -124,3 +124,51 @@ class PostForm(forms.Form):
     """The composer, when the page is used without JavaScript (a plain form POST)."""
 
     body = forms.CharField(label="Message", strip=False, widget=forms.Textarea)
+
+
+# Which field a ``ClientError`` of ``services.room_assistant_settings_update`` belongs to.
+ASSISTANT_SETTINGS_ERROR_FIELDS = {
+    "instructions_too_long": "instructions",
+    "invalid_text": "instructions",
+    "invalid_context_messages": "context_messages",
+    "invalid_granularity": "granularity",
+}
+
+
+class RoomAssistantSettingsForm(forms.Form):
+    """A room's settings for its assistants, for its owners and moderators.
+
+    The limits are checked by ``services.room_assistant_settings_update`` (the one
+    place); the attributes only help the browser.
+    """
+
+    instructions = forms.CharField(
+        label="Instructions for the assistants",
+        required=False,
+        strip=False,
+        help_text=f"A persona, a language, a format… Sent to every assistant of this room "
+        f"after its own instructions. At most {settings.CHAT_ROOM_INSTRUCTIONS_MAX_CHARS} "
+        "characters.",
+        widget=forms.Textarea(attrs={"rows": 5}),
+    )
+    context_messages = forms.IntegerField(
+        label="Recent messages the model sees",
+        required=False,
+        help_text=f"1 to {settings.CHAT_ROOM_CONTEXT_MESSAGES_MAX}; blank: the site default "
+        f"({settings.GPT_CONTEXT_MESSAGES}).",
+        widget=forms.NumberInput(
+            attrs={"min": 1, "max": settings.CHAT_ROOM_CONTEXT_MESSAGES_MAX, "step": 1}
+        ),
+    )
+    granularity = forms.ChoiceField(
+        label="Stream replies",
+        required=False,
+        choices=[
+            ("", f"site default ({settings.GPT_STREAM_GRANULARITY})"),
+            *[(value, label) for value, label in Granularity.choices if value],
+        ],
+    )
+
+    def add_client_error(self, error: ClientError) -> None:
+        """Show a ``ClientError`` of the service on the field it concerns."""
+        self.add_error(ASSISTANT_SETTINGS_ERROR_FIELDS.get(error.code), error.detail)

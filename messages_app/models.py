@@ -5,8 +5,12 @@ Rows are written only by ``messages_app.services``; see docs/architecture.md.
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -32,6 +36,132 @@ class Visibility(models.TextChoices):
     PRIVATE = "private", "private: members only, joined through an invite link"
 
 
+# An assistant's handle: the word after ``@`` that calls it. Lower-case ASCII
+# letters, digits and underscores, a letter first: exactly what a mention can
+# spell (messages_app/mentions.py), so every handle can be mentioned and no
+# address or longer word (me@gpt.com, @gpt-bot, @gpt4) ever matches another.
+HANDLE_MAX_LENGTH = 32
+HANDLE_RE = re.compile(rf"[a-z][a-z0-9_]{{0,{HANDLE_MAX_LENGTH - 1}}}")
+# Words a handle may not be: they read as addressing people or the room.
+RESERVED_HANDLES = frozenset(
+    {
+        "all", "everyone", "here", "channel", "room", "admin", "admins", "staff",
+        "moderator", "moderators", "owner", "owners", "member", "members", "system",
+        "assistant", "user", "me", "you", "null", "none",
+    }
+)  # fmt: skip
+# The assistant every deployment has: blank fields, so it follows the settings.
+DEFAULT_HANDLE = "gpt"
+DEFAULT_NAME = "GPT"
+# The name of an environment variable (the key itself is never stored).
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+
+
+def validate_handle(value: str) -> None:
+    if not HANDLE_RE.fullmatch(value or ""):
+        raise ValidationError(
+            "A handle is 1 to %(max)s lower-case letters, digits or underscores, "
+            "starting with a letter (it is the word after @).",
+            code="invalid_handle",
+            params={"max": HANDLE_MAX_LENGTH},
+        )
+    if value in RESERVED_HANDLES:
+        raise ValidationError(
+            "“%(value)s” is reserved; choose another handle.",
+            code="reserved_handle",
+            params={"value": value},
+        )
+
+
+class Assistant(models.Model):
+    """A bot people call by ``@handle``; its replies are Message rows that name it.
+
+    Blank connection fields fall back to the settings, so the default ``@gpt``
+    (made by migration ``assistants``) behaves as the ``OPENAI_*`` settings say,
+    demo model included: see ``worker.llm.endpoint_for`` and docs/architecture.md.
+    """
+
+    handle = models.CharField(
+        max_length=HANDLE_MAX_LENGTH,
+        unique=True,
+        validators=[validate_handle],
+        help_text="The word after @ that calls it: lower-case letters, digits, underscores.",
+    )
+    name = models.CharField(max_length=64, help_text="Shown as the author of its replies.")
+    model = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="The model to ask; blank uses OPENAI_MODEL (the demo model when no "
+        "key, base URL or key variable is set anywhere).",
+    )
+    base_url = models.URLField(
+        max_length=300,
+        blank=True,
+        help_text="An OpenAI-compatible server, e.g. http://localhost:11434/v1 for Ollama. "
+        "Blank uses OPENAI_BASE_URL (or OpenAI itself when a key variable is set).",
+    )
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=128,
+        blank=True,
+        validators=[
+            RegexValidator(
+                ENV_NAME_RE,
+                "The name of an environment variable (letters, digits, underscores), not the key.",
+            )
+        ],
+        help_text="The NAME of the worker's environment variable that holds the key "
+        "(never the key). Blank: OPENAI_API_KEY when no base URL is set here, no key "
+        "when one is.",
+    )
+    system_prompt = models.TextField(
+        blank=True, help_text="Its instructions; blank uses the built-in group-chat prompt."
+    )
+    temperature = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(2.0)],
+        help_text="0 to 2; blank leaves the model's default.",
+    )
+    max_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Tokens per reply; blank or above GPT_MAX_REPLY_TOKENS uses that limit.",
+    )
+    active = models.BooleanField(
+        default=True, help_text="An inactive assistant is not called, offered or highlighted."
+    )
+    input_price_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Price of a million prompt tokens, for the admin's cost estimate.",
+    )
+    output_price_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Price of a million completion tokens, for the admin's cost estimate.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["handle"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(handle__regex=r"^[a-z][a-z0-9_]*$"), name="assistant_handle_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"@{self.handle} ({self.name})"
+
+
 class Room(models.Model):
     name = models.CharField(max_length=80)
     slug = models.SlugField(max_length=80, unique=True)
@@ -54,6 +184,12 @@ class Room(models.Model):
     invite_token = models.CharField(max_length=64, unique=True, null=True, blank=True)
     # When the current link stops working; null = never (CHAT_INVITE_HOURS=0).
     invite_expires_at = models.DateTimeField(null=True, blank=True)
+    # The room's own instructions for its assistants (a persona, a language, a
+    # format), sent after each assistant's system prompt; at most
+    # CHAT_ROOM_INSTRUCTIONS_MAX_CHARS characters (services.room_assistant_settings_update).
+    assistant_instructions = models.TextField(blank=True, default="")
+    # How many recent messages the model sees; null uses GPT_CONTEXT_MESSAGES.
+    context_messages = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -70,6 +206,10 @@ class Room(models.Model):
     @property
     def effective_granularity(self) -> str:
         return self.granularity or settings.GPT_STREAM_GRANULARITY
+
+    @property
+    def effective_context_messages(self) -> int:
+        return self.context_messages or settings.GPT_CONTEXT_MESSAGES
 
 
 class MemberRole(models.TextChoices):
@@ -128,6 +268,16 @@ class Message(models.Model):
         related_name="messages",
     )
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
+    # The assistant that writes a reply (null on user messages). PROTECT: a reply
+    # must keep saying who wrote it, and removing an assistant would otherwise
+    # rewrite message rows behind the services' back; deactivate it instead.
+    assistant = models.ForeignKey(
+        Assistant,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="replies",
+    )
     # The text. While a reply streams, its newest text is in ReplyChunk rows as
     # well (``text_length`` counts both); it is folded in here every
     # GPT_FOLD_CHARS characters and when the reply ends (docs/architecture.md).
@@ -201,6 +351,10 @@ class Message(models.Model):
                 condition=Q(role__in=[r.value for r in Role]), name="message_role_valid"
             ),
             models.CheckConstraint(condition=Q(version__gte=1), name="message_version_positive"),
+            models.CheckConstraint(
+                condition=Q(role="assistant") | Q(assistant__isnull=True),
+                name="message_user_has_no_assistant",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -136,6 +136,12 @@ def can_manage_room(user: Any, room: Room, role: str | None) -> bool:
     return _active(user) and (is_staff(user) or role == MemberRole.OWNER)
 
 
+def can_configure_assistants(user: Any, room: Room, role: str | None) -> bool:
+    """Setting the room's own instructions for its assistants, its default
+    granularity and how much recent talk the model sees: owners, moderators, staff."""
+    return _active(user) and (is_staff(user) or role in MANAGERS)
+
+
 def can_admin(user: Any) -> bool:
     """The admin site: staff only (Django's own ``is_staff`` check, named here too)."""
     return is_staff(user)

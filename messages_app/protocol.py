@@ -105,6 +105,9 @@ ERROR_CODES = frozenset(
         "invalid_history",
         "invalid_limit",
         "not_editable",
+        # a room's assistant settings (issue 13)
+        "instructions_too_long",
+        "invalid_context_messages",
     }
 )
 

@@ -13,6 +13,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from messages_app.models import (
+    DEFAULT_HANDLE,
+    DEFAULT_NAME,
+    Assistant,
     Membership,
     Message,
     ReplyChunk,
@@ -20,6 +23,7 @@ from messages_app.models import (
     Role,
     Room,
     Status,
+    User,
     Visibility,
 )
 from messages_app.protocol import ClientError
@@ -64,15 +68,21 @@ def message_text(message: Message) -> str:
 def message_payload(message: Message) -> dict[str, Any]:
     """The JSON form of a message: snapshot, broadcast, HTML page and tests alike.
 
-    Expects ``room`` and ``author`` loaded (``select_related``) to avoid queries.
+    Expects ``room``, ``author`` and ``assistant`` loaded (``select_related``) to
+    avoid queries.
     """
     author = message.author
+    assistant = message.assistant if message.assistant_id is not None else None
     return {
         "id": message.pk,
         "room": message.room.slug,
         "author": author.get_display_name() if author is not None else None,
         "author_id": message.author_id,
         "role": message.role,
+        # Who writes a reply: {"handle", "name"}; null on a user's message.
+        "assistant": {"handle": assistant.handle, "name": assistant.name}
+        if assistant is not None
+        else None,
         "body": message_text(message),
         "status": message.status,
         "version": message.version,
@@ -102,16 +112,18 @@ def message_payload(message: Message) -> dict[str, Any]:
 
 
 def message_get(*, message_id: int) -> Message:
-    return with_text(Message.objects.select_related("room", "author")).get(pk=message_id)
+    return with_text(Message.objects.select_related("room", "author", "assistant")).get(
+        pk=message_id
+    )
 
 
 def room_message_list(*, room: Room, limit: int | None = None) -> list[Message]:
     """The newest ``limit`` messages of the room, oldest first."""
     limit = limit or settings.CHAT_SNAPSHOT_SIZE
     newest = list(
-        with_text(Message.objects.filter(room=room).select_related("room", "author")).order_by(
-            "-id"
-        )[:limit]
+        with_text(
+            Message.objects.filter(room=room).select_related("room", "author", "assistant")
+        ).order_by("-id")[:limit]
     )
     newest.reverse()
     return newest
@@ -259,7 +271,7 @@ def reply_context_messages(*, reply: Message, limit: int, max_chars: int) -> lis
         Message.objects.filter(room_id=reply.room_id, id__lt=reply.pk)
         .exclude(body="")
         .exclude(Q(role=Role.ASSISTANT) & ~Q(status=Status.DONE))
-        .select_related("author")
+        .select_related("author", "assistant")
         .order_by("-id")[:limit]
     )
     chosen: list[Message] = []
@@ -398,3 +410,58 @@ def users_with_usage(users: QuerySet[Any], *, now: datetime | None = None) -> Qu
             _tokens_subquery(replies, "reply_to__author_id"), 0
         ) + Coalesce(_tokens_subquery(revisions, "message__reply_to__author_id"), 0)
     return users.annotate(**annotations)
+
+
+def reply_assistant(*, message_id: int) -> Assistant | None:
+    """The assistant that writes reply ``message_id`` (None: none, or no such row)."""
+    return Assistant.objects.filter(replies__pk=message_id).first()
+
+
+def assistants_called(handles: list[str]) -> list[Assistant]:
+    """The active assistants among ``handles`` (as ``mentions.mentioned_handles`` gives
+    them), in that order, at most ``GPT_MAX_ASSISTANTS_PER_MESSAGE``: the first
+    mentioned win. Unknown and inactive handles are left out without a word."""
+    if not handles:
+        return []
+    found = {a.handle: a for a in Assistant.objects.filter(handle__in=handles, active=True)}
+    called = [found[h] for h in handles if h in found]
+    return called[: settings.GPT_MAX_ASSISTANTS_PER_MESSAGE]
+
+
+def default_assistant_missing() -> bool:
+    """Whether there is no ``@gpt`` row at all (not even an inactive one).
+
+    Migration ``assistants`` makes it; a database flushed or loaded without it
+    (tests do both) still has the default: ``services.assistant_default`` makes
+    it again when it is called, and the page offers it meanwhile.
+    """
+    return not Assistant.objects.filter(handle=DEFAULT_HANDLE).exists()
+
+
+def active_assistants() -> list[dict[str, str]]:
+    """The assistants a room page offers and highlights: {"handle", "name"}."""
+    rows = [
+        {"handle": handle, "name": name}
+        for handle, name in Assistant.objects.filter(active=True)
+        .order_by("handle")
+        .values_list("handle", "name")
+    ]
+    if not any(row["handle"] == DEFAULT_HANDLE for row in rows) and default_assistant_missing():
+        rows.insert(0, {"handle": DEFAULT_HANDLE, "name": DEFAULT_NAME})
+    return rows
+
+
+def mention_candidates(*, room: Room) -> list[dict[str, str]]:
+    """What the composer offers after ``@``: the active assistants, then the members."""
+    members = (
+        User.objects.filter(memberships__room=room, is_active=True)
+        .order_by("username")
+        .only("username", "display_name")
+    )
+    return [
+        *({"kind": "assistant", **a} for a in active_assistants()),
+        *(
+            {"kind": "member", "handle": u.get_username(), "name": u.get_display_name()}
+            for u in members
+        ),
+    ]

@@ -7,7 +7,6 @@ message or sends to a group on its own (docs/architecture.md).
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import unicodedata
 import uuid
@@ -22,8 +21,12 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from messages_app import events, limits, permissions, protocol
+from messages_app.mentions import mentioned_handles
 from messages_app.models import (
+    DEFAULT_HANDLE,
+    DEFAULT_NAME,
     OPEN_STATUSES,
+    Assistant,
     MemberRole,
     Membership,
     Message,
@@ -38,6 +41,8 @@ from messages_app.models import (
 )
 from messages_app.protocol import ClientError
 from messages_app.selectors import (
+    assistants_called,
+    default_assistant_missing,
     member_list,
     message_get,
     message_payload,
@@ -47,21 +52,21 @@ from messages_app.selectors import (
 
 logger = logging.getLogger(__name__)
 
-# ``@gpt`` as a word of its own: not inside an address (me@gpt.com), a longer
-# handle (@gpt4, @gpt-bot) or a domain (@gpt.com); any case.
-MENTION_RE = re.compile(r"(?<![\w@.+-])@gpt(?![\w-]|\.\w)", re.IGNORECASE)
 _CONTROL_CHARS = {chr(c) for c in range(32) if chr(c) not in "\n\t"} | {"\x7f"}
 
 
 @dataclass(frozen=True)
 class PostResult:
     message: Message
-    reply: Message | None
+    reply: Message | None  # the first of ``replies``
     created: bool
+    # One pending reply per assistant the message called, in the order mentioned.
+    replies: tuple[Message, ...] = ()
 
 
 def mentions_gpt(body: str) -> bool:
-    return MENTION_RE.search(body) is not None
+    """Whether ``body`` mentions ``@gpt`` (outside code; messages_app/mentions.py)."""
+    return "gpt" in mentioned_handles(body)
 
 
 def clean_text(text: str) -> str:
@@ -204,6 +209,55 @@ def room_create(
     )
     if created_by is not None:
         Membership.objects.create(room=room, user=created_by, role=MemberRole.OWNER)
+    return room
+
+
+@transaction.atomic
+def room_assistant_settings_update(
+    *,
+    room: Room,
+    actor: User,
+    instructions: Any,
+    context_messages: Any,
+    granularity: Any,
+) -> Room:
+    """Set the room's own instructions for its assistants, how many recent messages
+    the model sees (None: ``GPT_CONTEXT_MESSAGES``) and its default granularity.
+
+    Owners, moderators and staff (``permissions.can_configure_assistants``). Every
+    value is checked before anything is written: a refusal changes nothing.
+    """
+    room = _locked_room(room)
+    if not permissions.can_configure_assistants(actor, room, permissions.role_of(actor, room)):
+        raise ClientError("forbidden", "Only the room's owners and moderators can change this.")
+    if not isinstance(instructions, str):
+        raise ClientError("invalid_text", "The instructions must be text.")
+    _check_text(instructions, code="invalid_text", what="The instructions")
+    instructions = clean_text(instructions).strip()
+    limit = settings.CHAT_ROOM_INSTRUCTIONS_MAX_CHARS
+    if len(instructions) > limit:
+        raise ClientError(
+            "instructions_too_long",
+            f"The instructions are {len(instructions)} characters; the limit is {limit}.",
+        )
+    most = settings.CHAT_ROOM_CONTEXT_MESSAGES_MAX
+    if context_messages is not None and (
+        isinstance(context_messages, bool)
+        or not isinstance(context_messages, int)
+        or not 1 <= context_messages <= most
+    ):
+        raise ClientError(
+            "invalid_context_messages",
+            f"The model can see from 1 to {most} recent messages (blank: the site default).",
+        )
+    if granularity not in ("", *settings.GRANULARITIES):
+        raise ClientError("invalid_granularity", f"Unknown granularity {granularity!r}.")
+    Room.objects.filter(pk=room.pk).update(
+        assistant_instructions=instructions,
+        context_messages=context_messages,
+        granularity=granularity,
+    )
+    room.refresh_from_db()
     return room
 
 
@@ -570,8 +624,10 @@ def _existing_post(*, author: User, client_id: uuid.UUID) -> PostResult:
     message = Message.objects.select_related("room", "author").get(
         author=author, client_id=client_id
     )
-    reply = message.replies.select_related("room").order_by("id").first()
-    return PostResult(message=message, reply=reply, created=False)
+    replies = tuple(message.replies.select_related("room", "assistant").order_by("id"))
+    return PostResult(
+        message=message, reply=replies[0] if replies else None, created=False, replies=replies
+    )
 
 
 @transaction.atomic
@@ -592,44 +648,81 @@ def _message_post(
             )
         if existing_room is not None:
             return _existing_post(author=author, client_id=client_id)
-    wants_reply = mentions_gpt(body)
-    if wants_reply:
-        _check_reply_limits(author)
+    # Only what the author wrote calls assistants: a reply's text is never read
+    # for mentions, so assistants cannot call each other (no bot loops).
+    assistants = _assistants_called(mentioned_handles(body))
+    if assistants:
+        _check_reply_limits(author, count=len(assistants))
     message = Message.objects.create(
         room=room, author=author, role=Role.USER, body=body, client_id=client_id
     )
     _broadcast_row(message)
-    reply = None
-    if wants_reply:
-        reply = Message.objects.create(
-            room=room, role=Role.ASSISTANT, status=Status.PENDING, reply_to=message
-        )
-        _broadcast_row(reply)
-        _enqueue_reply(reply.pk)
-    return PostResult(message=message, reply=reply, created=True)
+    replies = tuple(_reply_create(message=message, assistant=a) for a in assistants)
+    return PostResult(
+        message=message, reply=replies[0] if replies else None, created=True, replies=replies
+    )
 
 
-def _check_reply_limits(author: User) -> None:
-    """Refuse a new @gpt request beyond the user's limits (open at once, per minute).
+def assistant_default() -> Assistant:
+    """The default ``@gpt`` (every field blank: it follows the ``OPENAI_*`` settings),
+    made if it is missing (see ``selectors.default_assistant_missing``)."""
+    assistant, _ = Assistant.objects.get_or_create(
+        handle=DEFAULT_HANDLE, defaults={"name": DEFAULT_NAME}
+    )
+    return assistant
 
-    Locks the author's row so that two posts of one user are counted one after
-    the other, not both against the same count.
+
+def _assistants_called(handles: list[str]) -> list[Assistant]:
+    if DEFAULT_HANDLE in handles and default_assistant_missing():
+        assistant_default()
+    return assistants_called(handles)
+
+
+def _reply_create(*, message: Message, assistant: Assistant) -> Message:
+    """A pending reply of ``assistant`` to ``message``, broadcast and queued on commit."""
+    reply = Message.objects.create(
+        room=message.room,
+        role=Role.ASSISTANT,
+        status=Status.PENDING,
+        reply_to=message,
+        assistant=assistant,
+    )
+    _broadcast_row(reply)
+    _enqueue_reply(reply.pk)
+    return reply
+
+
+def _check_reply_limits(author: User, *, count: int = 1) -> None:
+    """Refuse ``count`` new replies beyond the user's limits (open at once, per minute).
+
+    Each reply counts: a message that calls two assistants asks for two. Locks
+    the author's row so that two posts of one user are counted one after the
+    other, not both against the same count.
     """
     User.objects.select_for_update().filter(pk=author.pk).first()
     asked = Message.objects.filter(role=Role.ASSISTANT, reply_to__author=author)
     open_limit = settings.GPT_MAX_OPEN_REPLIES_PER_USER
-    if asked.filter(status__in=OPEN_STATUSES).count() >= open_limit:
+    minute_limit = settings.GPT_MAX_REPLIES_PER_MINUTE
+    if count > min(open_limit, minute_limit):
         raise ClientError(
             "rate_limited",
-            f"You already have {open_limit} @gpt replies in progress; wait for one to finish.",
+            f"This message calls {count} assistants; you may ask for at most "
+            f"{min(open_limit, minute_limit)} replies at once.",
         )
-    minute_limit = settings.GPT_MAX_REPLIES_PER_MINUTE
+    if asked.filter(status__in=OPEN_STATUSES).count() + count > open_limit:
+        raise ClientError(
+            "rate_limited",
+            f"You already have {open_limit} @gpt replies in progress; wait for one to finish."
+            if count == 1
+            else f"At most {open_limit} replies may be in progress at once and this message "
+            f"asks for {count}; wait for one to finish.",
+        )
     since = timezone.now() - timedelta(seconds=60)
     # Every attempt counts, a regenerate's too, when it was asked for.
     recent = [at for at, _tokens in usage_attempts(user_id=author.pk, since=since)]
-    if len(recent) >= minute_limit:
-        # Allowed again when enough of them are a minute old to leave one place.
-        frees_at = recent[len(recent) - minute_limit] + timedelta(seconds=60)
+    if len(recent) + count > minute_limit:
+        # Allowed again when enough of them are a minute old to leave ``count`` places.
+        frees_at = recent[len(recent) + count - 1 - minute_limit] + timedelta(seconds=60)
         wait = max(1.0, (frees_at - timezone.now()).total_seconds())
         raise ClientError(
             "rate_limited",

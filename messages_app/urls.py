@@ -20,6 +20,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="message_revisions",
     ),
     path("usage/", views.usage, name="usage"),
+    path("rooms/<slug:slug>/settings/", views.room_settings, name="room_settings"),
     path("rooms/<slug:slug>/members/action/", views.room_member_action, name="room_member_action"),
     path("rooms/<slug:slug>/invite/", views.room_invite_reset, name="room_invite_reset"),
     path("invite/<str:token>/", views.invite, name="invite"),

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import REDIRECT_FIELD_NAME, login
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db.models import Max, Q
 from django.http import (
     Http404,
@@ -31,10 +32,18 @@ from django_ratelimit.core import get_usage
 
 from chatsite.client_ip import client_ip, client_ip_key
 from messages_app import export, limits, permissions, services
-from messages_app.forms import LockedOutForm, PostForm, RoomForm, SignupForm
+from messages_app.forms import (
+    LockedOutForm,
+    PostForm,
+    RoomAssistantSettingsForm,
+    RoomForm,
+    SignupForm,
+)
 from messages_app.models import MemberRole, Message, Room, User, Visibility
 from messages_app.selectors import (
+    active_assistants,
     member_list,
+    mention_candidates,
     reply_revisions,
     room_list,
     room_snapshot_page,
@@ -257,6 +266,7 @@ def _room_context(request: HttpRequest, room: Room, role: str | None) -> dict[st
         "can_remove": role in permissions.MANAGERS or permissions.is_staff(user),
         "is_moderator": role == MemberRole.MODERATOR and not permissions.is_staff(user),
         "can_leave": permissions.can_leave(user, room, role),
+        "can_configure_assistants": permissions.can_configure_assistants(user, room, role),
         "roles": MemberRole.choices,
     }
 
@@ -294,8 +304,50 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "has_more": has_more,
         "history_max_limit": settings.CHAT_HISTORY_MAX_LIMIT,
         "form": form,
+        # The composer's @ suggestions and the handles the page highlights.
+        "mention_candidates": mention_candidates(room=room),
+        "assistant_handles": [a["handle"] for a in active_assistants()],
     }
     return render(request, "messages_app/room.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def room_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    """The room's settings for its assistants: owners, moderators and staff only."""
+    room, role = _visible_room(request, slug)
+    if not permissions.can_configure_assistants(request.user, room, role):
+        raise PermissionDenied("Only the room's owners and moderators can change its settings.")
+    initial = {
+        "instructions": room.assistant_instructions,
+        "context_messages": room.context_messages,
+        "granularity": room.granularity,
+    }
+    form = RoomAssistantSettingsForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                services.room_assistant_settings_update(
+                    room=room,
+                    actor=_user(request),
+                    instructions=form.cleaned_data["instructions"],
+                    context_messages=form.cleaned_data["context_messages"],
+                    granularity=form.cleaned_data["granularity"],
+                )
+            except ClientError as error:
+                form.add_client_error(error)
+            else:
+                messages.success(request, "The room's assistant settings are saved.")
+                return redirect("room", slug=room.slug)
+        status = 400
+    context = {
+        "room": room,
+        "form": form,
+        "assistants": active_assistants(),
+        "context_default": settings.GPT_CONTEXT_MESSAGES,
+    }
+    return render(request, "messages_app/room_settings.html", context, status=status)
 
 
 def _readable_room(request: HttpRequest, slug: str) -> Room:

@@ -9,7 +9,8 @@ What it says and how is controlled at start (flags) or, when started with
 ``--control`` (tests and benchmarks only: anyone who reaches the port could
 steer the model and read what was said to it), at run time with
 ``POST /_control`` (a JSON object merged into the behaviour; ``{"reset": true}``
-restores the start-up one); ``GET /_control`` returns the behaviour and counters.
+restores the start-up one); ``GET /_control`` returns the behaviour and counters
+(with the last request and the most recent ones, ``requests_log``).
 
 Behaviour keys:
 - ``text``: the reply; empty means a demo reply that quotes the last message.
@@ -64,6 +65,7 @@ logger = logging.getLogger("demo_llm")
 DEMO_MODEL = "demo"
 # Streams whose token emission times are kept for GET /_emissions.
 EMISSION_LOG_SIZE = 2000
+REQUEST_LOG_SIZE = 50
 _TOKEN_RE = re.compile(r"\s*\S{1,6}|\s+")
 
 
@@ -95,6 +97,9 @@ class Stats:
     last_disconnect_at: float = 0.0
     held_streams: int = 0
     last_request: dict[str, Any] = field(default_factory=dict)
+    # The most recent requests (REQUEST_LOG_SIZE), oldest first: a test of several
+    # assistants reads what each one sent (its model, system prompt, temperature).
+    requests_log: list[dict[str, Any]] = field(default_factory=list)
 
 
 def tokenize(text: str) -> list[str]:
@@ -102,13 +107,25 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text)
 
 
+def _speaker(content: str) -> tuple[str, str]:
+    """The speaker and text of a room message as the worker sends it: the speaker's
+    name as a JSON string, a colon, the text (``"there"`` when there is no name)."""
+    if content.startswith('"'):
+        try:
+            name, end = json.JSONDecoder().raw_decode(content)
+        except ValueError:
+            name, end = None, 0
+        if isinstance(name, str) and content[end : end + 2] == ": ":
+            return name, content[end + 2 :]
+    speaker, _, said = content.partition(": ")
+    return (speaker, said) if said else ("there", content)
+
+
 def demo_reply(messages: list[dict[str, Any]]) -> str:
     last = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
     if not isinstance(last, str):
         last = ""
-    speaker, _, said = last.partition(": ")
-    if not said:
-        speaker, said = "there", last
+    speaker, said = _speaker(last)
     quoted = "\n".join(f"> {line}" for line in said.strip().splitlines()[:6]) or "> (nothing)"
     return (
         f"Hi {speaker}! I am the **demo model**: no `OPENAI_API_KEY` is set, so this reply "
@@ -231,6 +248,7 @@ class ModelServer:
                 {"error": {"message": f"bad request: {error}", "type": "invalid_request_error"}},
             )
         self.stats.last_request = request
+        self.stats.requests_log = [*self.stats.requests_log[-(REQUEST_LOG_SIZE - 1) :], request]
         received_at = time.time()
         b = self.behaviour
         if b.fail_status and b.fail_times != 0:

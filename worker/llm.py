@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import queue
 import random
 import socket
@@ -33,6 +34,16 @@ class Endpoint:
     base_url: str | None
     api_key: str
     model: str
+    # Sent only when set (an assistant's own); None leaves the model's default.
+    temperature: float | None = None
+    # The request's max_tokens; None is GPT_MAX_REPLY_TOKENS.
+    max_tokens: int | None = None
+    # Where the key came from, for the error of a refused key.
+    key_env: str = "OPENAI_API_KEY"
+
+    @property
+    def token_limit(self) -> int:
+        return self.max_tokens or settings.GPT_MAX_REPLY_TOKENS
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,53 @@ def endpoint() -> Endpoint:
             model=settings.OPENAI_MODEL,
         )
     return Endpoint(base_url=settings.GPT_DEMO_BASE_URL, api_key="demo", model="demo")
+
+
+def endpoint_for(assistant: Any) -> Endpoint:
+    """Where ``assistant``'s replies come from (an ``Assistant`` row, or None).
+
+    Its blank fields fall back to the settings, so the default ``@gpt`` (all
+    blank) is ``endpoint()``: OpenAI, ``OPENAI_BASE_URL`` or the demo model.
+
+    - base URL and key variable both blank: ``endpoint()``, with its own model
+      when set (but the demo model stays ``demo``: its replies say they are the demo);
+    - a base URL of its own: that server, with the key of its key variable if it
+      names one, else no key (``OPENAI_API_KEY`` is never sent to another server);
+    - a key variable without a base URL: OpenAI itself with that key;
+    - model blank: ``OPENAI_MODEL``.
+
+    A key variable that is not set in this process raises ``LLMError`` naming it,
+    before any request is made.
+    """
+    if assistant is None:
+        return endpoint()
+    limit = settings.GPT_MAX_REPLY_TOKENS
+    own = {
+        "temperature": assistant.temperature,
+        "max_tokens": min(assistant.max_tokens or limit, limit),
+    }
+    if not assistant.base_url and not assistant.api_key_env:
+        base = endpoint()
+        demo = not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+        model = base.model if demo else assistant.model
+        return Endpoint(
+            base_url=base.base_url, api_key=base.api_key, model=model or base.model, **own
+        )
+    api_key = "not-needed"
+    if assistant.api_key_env:
+        api_key = os.environ.get(assistant.api_key_env, "").strip()
+        if not api_key:
+            raise LLMError(
+                f"@{assistant.handle} has no API key: the environment variable "
+                f"{assistant.api_key_env} is not set for the worker."
+            )
+    return Endpoint(
+        base_url=assistant.base_url or None,
+        api_key=api_key,
+        model=assistant.model or settings.OPENAI_MODEL,
+        key_env=assistant.api_key_env or "",
+        **own,
+    )
 
 
 @functools.cache
@@ -98,9 +156,11 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, openai.APIConnectionError | httpx.TransportError)
 
 
-def _describe(error: BaseException) -> str:
+def _describe(error: BaseException, key_env: str = "OPENAI_API_KEY") -> str:
     if isinstance(error, openai.AuthenticationError):
-        return "The model service refused the API key (401). Check OPENAI_API_KEY."
+        if not key_env:
+            return "The model service wants an API key (401): give the assistant a key variable."
+        return f"The model service refused the API key (401). Check {key_env}."
     if isinstance(error, openai.PermissionDeniedError):
         return "The model service denied access to this model (403)."
     if isinstance(error, openai.NotFoundError):
@@ -251,17 +311,21 @@ class ChatStream:
                 # ~6× the CPU per token (~115 µs against ~19 µs here): with a
                 # hundred streams in one process that was half its time
                 # (docs/benchmarks.md).
+                body: dict[str, Any] = {
+                    "model": self.target.model,
+                    "messages": self.messages,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                    # The bound of every reply (the assistant's, at most
+                    # GPT_MAX_REPLY_TOKENS); a reply that reaches it ends with
+                    # finish_reason "length".
+                    "max_tokens": self.target.token_limit,
+                }
+                if self.target.temperature is not None:
+                    body["temperature"] = self.target.temperature
                 return client(self.target).post(
                     "/chat/completions",
-                    body={
-                        "model": self.target.model,
-                        "messages": self.messages,
-                        "stream": True,
-                        "stream_options": {"include_usage": True},
-                        # The bound of every reply (GPT_MAX_REPLY_TOKENS); a reply
-                        # that reaches it ends with finish_reason "length".
-                        "max_tokens": settings.GPT_MAX_REPLY_TOKENS,
-                    },
+                    body=body,
                     cast_to=object,
                     stream=True,
                     stream_cls=openai.Stream[object],
@@ -295,7 +359,7 @@ class ChatStream:
         except (openai.OpenAIError, httpx.HTTPError, ValueError) as error:
             if self.closed:
                 return  # closing the stream to cancel makes the reader raise
-            raise LLMError(_describe(error)) from error
+            raise LLMError(_describe(error, self.target.key_env)) from error
         finally:
             if self._stream is not None:
                 with contextlib.suppress(Exception):

@@ -161,10 +161,13 @@ async def test_reply_context_names_the_speakers(
     assert sent["stream"] is True
     assert sent["stream_options"] == {"include_usage": True}
     contents = [(m["role"], m["content"]) for m in sent["messages"]]
-    assert contents[0][0] == "system" and "General" in contents[0][1]
-    assert contents[1:] == [
-        ("user", "Bob: I prefer tea"),
-        ("user", "Alice: @gpt what does Bob prefer?"),
+    # The prompt, then the room's name as JSON data (never in the prompt itself:
+    # issue 13), then the talk, each speaker's name a JSON string.
+    assert contents[0][0] == "system" and "General" not in contents[0][1]
+    assert contents[1][0] == "system" and '"room": "General"' in contents[1][1]
+    assert contents[2:] == [
+        ("user", '"Bob": I prefer tea'),
+        ("user", '"Alice": @gpt what does Bob prefer?'),
     ]
     await a.close()
     await b.close()

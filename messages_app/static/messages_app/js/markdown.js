@@ -22,8 +22,17 @@
   const ALLOWED_ATTR = ["href", "title", "class", "start", "align"];
   // http(s), mailto and relative URLs; nothing else (no javascript:, data:, ...).
   const ALLOWED_URI_REGEXP = /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i;
-  // "@gpt" as a word of its own, as messages_app.services.MENTION_RE.
-  const MENTION = /(?<![\w@.+-])@gpt(?![\w-]|\.\w)/gi;
+  // "@handle" as a word of its own, as messages_app/mentions.py's MENTION_RE; it
+  // is highlighted when the handle is an active assistant's (the room page lists
+  // them in json_script "assistant-handles"; without it, "@gpt").
+  const MENTION_SPLIT = /((?<![\w@.+-])@[a-z][a-z0-9_]*(?![\w-]|\.\w))/i;
+  const handlesData = document.getElementById("assistant-handles");
+  const HANDLES = new Set(
+    (handlesData ? JSON.parse(handlesData.textContent) : ["gpt"]).map((h) => h.toLowerCase()),
+  );
+  function isHandle(part) {
+    return HANDLES.has(part.slice(1).toLowerCase());
+  }
 
   const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
   function escapeHtml(text) {
@@ -61,14 +70,15 @@
     });
     const hits = [];
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-      MENTION.lastIndex = 0;
-      if (MENTION.test(node.data)) hits.push(node);
+      if (node.data.includes("@") && node.data.split(MENTION_SPLIT).some((p, i) => i % 2 === 1 && isHandle(p))) {
+        hits.push(node);
+      }
     }
     for (const node of hits) {
-      const parts = node.data.split(/((?<![\w@.+-])@gpt(?![\w-]|\.\w))/i);
+      const parts = node.data.split(MENTION_SPLIT);
       const replacement = document.createDocumentFragment();
       parts.forEach((part, index) => {
-        if (index % 2 === 1) {
+        if (index % 2 === 1 && isHandle(part)) {
           const span = document.createElement("span");
           span.className = "mention";
           span.textContent = part;

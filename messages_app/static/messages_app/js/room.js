@@ -82,8 +82,10 @@
       "empty_body",
       "forbidden",
       "frame_too_large",
+      "instructions_too_long",
       "invalid_body",
       "invalid_client_id",
+      "invalid_context_messages",
       "invalid_frame",
       "invalid_granularity",
       "invalid_history",
@@ -329,7 +331,17 @@
     else el.removeAttribute("aria-busy");
 
     parts.avatar.textContent = assistant ? "✦" : initial(row.author);
-    parts.author.textContent = assistant ? "GPT" : row.author || "(deleted user)";
+    // A reply is written by its assistant (row.assistant: {handle, name}).
+    parts.author.textContent = assistant
+      ? (row.assistant && row.assistant.name) || "GPT"
+      : row.author || "(deleted user)";
+    if (assistant && row.assistant) {
+      el.dataset.assistant = row.assistant.handle;
+      parts.author.title = `@${row.assistant.handle}`;
+    } else {
+      delete el.dataset.assistant;
+      parts.author.removeAttribute("title");
+    }
 
     // A new attempt (a regenerate, here or elsewhere) shows itself: the pager
     // goes back to the current attempt and what was fetched is stale.
@@ -799,6 +811,7 @@
         break;
       case "members":
         refreshMembers();
+        updateMemberCandidates(frame.members);
         break;
       case "heartbeat":
         onHeartbeat(frame);
@@ -1161,6 +1174,147 @@
     resizeInput();
     if (!composerError.hidden) showComposerError("");
   });
+
+  // --- @ suggestions -----------------------------------------------------------
+  // After "@" the composer offers the room's active assistants, then its members
+  // (rendered into the page: json_script "mention-candidates"). Arrows move,
+  // Enter or Tab picks, Escape closes; a click picks too.
+
+  const mentionList = document.getElementById("mention-list");
+  const candidatesData = document.getElementById("mention-candidates");
+  let candidates = candidatesData ? JSON.parse(candidatesData.textContent) : [];
+  const suggest = { open: false, start: 0, items: [], active: 0 };
+  // "@" and what follows it up to the caret, where a mention may start.
+  const MENTION_QUERY = /(?:^|[^\w@.+-])@([\w.+-]*)$/;
+  const MAX_SUGGESTIONS = 8;
+
+  // A "members" frame lists the room's members now: the suggestions follow it.
+  function updateMemberCandidates(members) {
+    if (!Array.isArray(members)) return;
+    const people = members
+      .map((m) => ({ kind: "member", handle: m.username, name: m.name }))
+      .sort((a, b) => (a.handle < b.handle ? -1 : a.handle > b.handle ? 1 : 0));
+    candidates = [...candidates.filter((c) => c.kind !== "member"), ...people];
+  }
+
+  function mentionQuery() {
+    if (input.selectionStart !== input.selectionEnd) return null;
+    const before = input.value.slice(0, input.selectionStart);
+    const match = MENTION_QUERY.exec(before);
+    if (!match) return null;
+    return { start: before.length - match[1].length - 1, text: match[1].toLowerCase() };
+  }
+
+  function closeSuggestions() {
+    if (!mentionList) return;
+    suggest.open = false;
+    mentionList.hidden = true;
+    mentionList.replaceChildren();
+    input.setAttribute("aria-expanded", "false");
+    input.removeAttribute("aria-activedescendant");
+  }
+
+  function matches(candidate, text) {
+    if (candidate.handle.toLowerCase().startsWith(text)) return true;
+    return (candidate.name || "")
+      .toLowerCase()
+      .split(/\s+/)
+      .some((word) => word.startsWith(text));
+  }
+
+  function updateSuggestions() {
+    const query = mentionList ? mentionQuery() : null;
+    const items = query
+      ? candidates.filter((c) => matches(c, query.text)).slice(0, MAX_SUGGESTIONS)
+      : [];
+    if (!items.length) {
+      closeSuggestions();
+      return;
+    }
+    const same = suggest.open && suggest.items.length === items.length &&
+      suggest.items.every((c, i) => c === items[i]);
+    suggest.open = true;
+    suggest.start = query.start;
+    if (!same) suggest.active = 0;
+    suggest.items = items;
+    renderSuggestions();
+  }
+
+  function renderSuggestions() {
+    mentionList.replaceChildren(
+      ...suggest.items.map((candidate, index) => {
+        const item = document.createElement("li");
+        item.id = `mention-option-${index}`;
+        item.className = "mention-list__item";
+        item.setAttribute("role", "option");
+        item.dataset.index = String(index);
+        item.dataset.handle = candidate.handle;
+        item.dataset.kind = candidate.kind;
+        item.setAttribute("aria-selected", index === suggest.active ? "true" : "false");
+        const handle = document.createElement("span");
+        handle.className = "mention-list__handle";
+        handle.textContent = `@${candidate.handle}`;
+        const name = document.createElement("span");
+        name.className = "mention-list__name";
+        name.textContent =
+          candidate.kind === "assistant" ? `${candidate.name} · assistant` : candidate.name;
+        item.append(handle, name);
+        return item;
+      }),
+    );
+    mentionList.hidden = false;
+    input.setAttribute("aria-expanded", "true");
+    input.setAttribute("aria-activedescendant", `mention-option-${suggest.active}`);
+  }
+
+  function pickSuggestion(index) {
+    const candidate = suggest.items[index];
+    if (!candidate) return;
+    const caret = input.selectionStart;
+    const before = input.value.slice(0, suggest.start);
+    const after = input.value.slice(caret);
+    const insert = `@${candidate.handle}${after.startsWith(" ") ? "" : " "}`;
+    input.value = before + insert + after;
+    const position = before.length + insert.length;
+    input.setSelectionRange(position, position);
+    closeSuggestions();
+    input.focus();
+    resizeInput();
+  }
+
+  if (mentionList) {
+    // On the form, in the capture phase: before the input's own Enter-sends handler.
+    form.addEventListener(
+      "keydown",
+      (event) => {
+        if (!suggest.open || event.target !== input || event.isComposing) return;
+        const count = suggest.items.length;
+        if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+          suggest.active = (suggest.active + (event.key === "ArrowDown" ? 1 : count - 1)) % count;
+          renderSuggestions();
+        } else if ((event.key === "Enter" && !event.shiftKey) || event.key === "Tab") {
+          pickSuggestion(suggest.active);
+        } else if (event.key === "Escape") {
+          closeSuggestions();
+        } else {
+          return;
+        }
+        event.preventDefault();
+        event.stopPropagation();
+      },
+      true,
+    );
+    input.addEventListener("input", updateSuggestions);
+    input.addEventListener("click", updateSuggestions);
+    input.addEventListener("blur", closeSuggestions);
+    // mousedown, not click: the textarea keeps its focus and caret.
+    mentionList.addEventListener("mousedown", (event) => {
+      const item = event.target.closest("li[data-index]");
+      if (!item) return;
+      event.preventDefault();
+      pickSuggestion(Number(item.dataset.index));
+    });
+  }
 
   // --- stop ----------------------------------------------------------------------
 
