@@ -203,13 +203,15 @@
     '<time class="msg__time"></time>' +
     '<span class="msg__state" hidden></span>' +
     '<span class="msg__edited" hidden>edited</span>' +
+    '<span class="msg__tools">' +
+    '<button type="button" class="button button--small button--ghost" data-action="edit">Edit</button>' +
+    '<button type="button" class="button button--small button--ghost" data-action="link" title="Copy a link to this message">Copy link</button>' +
+    "</span>" +
     "</header>" +
     '<div class="msg__body md"></div>' +
     '<p class="msg__error" hidden></p>' +
-    '<div class="msg__actions">' +
+    '<div class="msg__actions" hidden>' +
     '<button type="button" class="button button--small button--stop" data-action="stop">Stop</button>' +
-    '<button type="button" class="button button--small button--ghost" data-action="edit">Edit</button>' +
-    '<button type="button" class="button button--small button--ghost" data-action="link" title="Copy a link to this message">Copy link</button>' +
     '<button type="button" class="button button--small button--ghost" data-action="delete">Delete</button>' +
     "</div>" +
     "</div>";
@@ -347,6 +349,7 @@
 
     const stoppable = assistant && open && !row.deleted && mayStop(row);
     const deletable = mayDelete(row);
+    parts.actions.hidden = !(stoppable || deletable);
     parts.stop.hidden = !stoppable;
     parts.del.hidden = !deletable;
     parts.edit.hidden = !mayEdit(row) || Boolean(entry.editor);
