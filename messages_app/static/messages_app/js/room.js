@@ -227,11 +227,15 @@
     '<time class="msg__time"></time>' +
     '<span class="msg__state" hidden></span>' +
     '<span class="msg__edited" hidden>edited</span>' +
+    '<span class="msg__tools">' +
+    '<button type="button" class="button button--small button--ghost" data-action="edit">Edit</button>' +
+    '<button type="button" class="button button--small button--ghost" data-action="link" title="Copy a link to this message">Copy link</button>' +
+    "</span>" +
     "</header>" +
     '<div class="msg__body md"></div>' +
     '<p class="msg__error" hidden></p>' +
     '<p class="msg__usage" hidden></p>' +
-    '<div class="msg__actions">' +
+    '<div class="msg__actions" hidden>' +
     '<span class="msg__pager" hidden>' +
     '<button type="button" class="button button--small button--ghost" data-action="older" aria-label="Earlier attempt">‹</button>' +
     '<span class="msg__pager-label" aria-live="polite"></span>' +
@@ -239,8 +243,6 @@
     "</span>" +
     '<button type="button" class="button button--small button--stop" data-action="stop">Stop</button>' +
     '<button type="button" class="button button--small button--ghost" data-action="regenerate">Regenerate</button>' +
-    '<button type="button" class="button button--small button--ghost" data-action="edit">Edit</button>' +
-    '<button type="button" class="button button--small button--ghost" data-action="link" title="Copy a link to this message">Copy link</button>' +
     '<button type="button" class="button button--small button--ghost" data-action="delete">Delete</button>' +
     "</div>" +
     "</div>";
@@ -449,6 +451,7 @@
     const stoppable = assistant && open && !row.deleted && mayStop(row);
     const regenerable = assistant && !open && !row.deleted && mayStop(row);
     const deletable = mayDelete(row);
+    parts.actions.hidden = !(stoppable || deletable || regenerable || paged);
     parts.stop.hidden = !stoppable;
     parts.regenerate.hidden = !regenerable;
     parts.regenerate.disabled = entry.regenerating;
