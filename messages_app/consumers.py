@@ -110,6 +110,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
             snapshot = await database_sync_to_async(room_snapshot)(room=room)
             await self.send(text_data=protocol.snapshot_frame(snapshot))
             self.member.start({m["id"]: m["version"] for m in snapshot})
+            # Listed in the room's presence once it sees the room: every socket of
+            # the room, on every web process, gets the new list (its own too).
+            await hub().enter(self.member, user.get_display_name())
         except BaseException:
             # Any step that fails (Redis unreachable, the snapshot's query, a client
             # gone meanwhile) leaves nothing in the hub: channels does not call
@@ -166,6 +169,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 await database_sync_to_async(services.message_delete)(
                     room=self.room, message_id=frame.id, actor=user
                 )
+            elif isinstance(frame, protocol.Typing):
+                # Only who may post may type; one frame per CHAT_TYPING_INTERVAL_SECONDS
+                # per user and room reaches the others, a faster one is dropped.
+                await database_sync_to_async(_may_post)(room=self.room, user=user)
+                await hub().typing(self.member, user.get_display_name())
+            elif isinstance(frame, protocol.Read):
+                await database_sync_to_async(services.membership_mark_read)(
+                    room=self.room, user=user, message_id=frame.id
+                )
         except ClientError as error:
             await self.send(text_data=protocol.error_frame_for(error))
         except Exception:
@@ -190,9 +202,13 @@ def _open_room(user: Any, room: Room) -> bool:
     return True
 
 
-def _post(*, room: Room, user: Any, frame: protocol.Post) -> None:
+def _may_post(*, room: Room, user: Any) -> None:
     if not permissions.can_post(user, room, permissions.role_of(user, room)):
         raise ClientError("not_member", "You are not a member of this room (any more).")
+
+
+def _post(*, room: Room, user: Any, frame: protocol.Post) -> None:
+    _may_post(room=room, user=user)
     limits.post_allow(user=user)
     services.message_post(room=room, author=user, body=frame.body, client_id=frame.client_id)
 

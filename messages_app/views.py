@@ -250,6 +250,7 @@ def _room_context(request: HttpRequest, room: Room, role: str | None) -> dict[st
         "is_moderator": role == MemberRole.MODERATOR and not permissions.is_staff(user),
         "can_leave": permissions.can_leave(user, room, role),
         "roles": MemberRole.choices,
+        "typing_interval": settings.CHAT_TYPING_INTERVAL_SECONDS,
     }
 
 

@@ -63,10 +63,20 @@ MIRROR: dict[str, Any] = {
         "rate_limited",
         "server_error",
         "slug_taken",
+        "unknown_field",
         "unknown_type",
     ],
-    "serverFrames": ["delta", "error", "heartbeat", "members", "message", "snapshot"],
-    "clientFrames": ["cancel", "delete", "post"],
+    "serverFrames": [
+        "delta",
+        "error",
+        "heartbeat",
+        "members",
+        "message",
+        "presence",
+        "snapshot",
+        "typing",
+    ],
+    "clientFrames": ["cancel", "delete", "post", "read", "typing"],
 }
 
 
@@ -84,6 +94,9 @@ class RoomView:
     snapshot_rows: dict[int, dict[str, Any]] = field(default_factory=dict)
     # the latest member list (``members`` frames: someone joined, left, changed role)
     members: list[dict[str, Any]] | None = None
+    # the latest ``presence`` frame (who is in the room now), and every ``typing`` frame
+    presence: dict[str, Any] | None = None
+    typing: list[dict[str, Any]] = field(default_factory=list)
 
     def apply(self, raw: str) -> dict[str, Any]:
         frame = json.loads(raw)
@@ -119,6 +132,10 @@ class RoomView:
             self.members = frame["members"]
         elif kind == "heartbeat":
             self.heartbeats.append(frame)
+        elif kind == "presence":
+            self.presence = frame
+        elif kind == "typing":
+            self.typing.append(frame)
         else:
             raise AssertionError(f"unknown frame type {kind!r}")
         return frame

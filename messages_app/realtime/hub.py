@@ -14,6 +14,9 @@ while the room has sockets here, and to the process-wide command channel
   subscription cannot see: an event lost between a worker and Redis while this
   process stayed subscribed (the page compares and resyncs, room.js).
 - Commands: close a user's sockets (all, or of one room) with a close code.
+- Presence (presence.py): a socket is listed once its snapshot is sent and
+  unlisted when it leaves; the heartbeat's tick also renews the entries of this
+  process's sockets, so those of a process that died expire.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from messages_app import protocol
 from messages_app.realtime import reconcile
 from messages_app.realtime.frames import Frame, coalesce, message_frame, parse_event, plain_frame
 from messages_app.realtime.members import Member
+from messages_app.realtime.presence import PresenceStore, entry_for
 from messages_app.realtime.subscriber import Message, Subscriber
 
 logger = logging.getLogger(__name__)
@@ -52,11 +56,13 @@ class RoomHub:
         cluster: bool = False,
         health: float = 2.0,
         reconcile_every: float = 2.0,
+        presence: PresenceStore | None = None,
     ) -> None:
         self.url = url
         self.cluster = cluster
         self.health = health
         self.reconcile_every = reconcile_every
+        self.presence = presence
         self.room_prefix = f"{prefix}:room:".encode()
         self.commands = protocol.command_channel(prefix).encode()
         self.rooms: dict[int, set[Member]] = {}
@@ -100,6 +106,32 @@ class RoomHub:
     async def leave(self, member: Member) -> None:
         """Remove ``member`` (idempotent); unsubscribe its room if it was the last."""
         self.discard(member)
+        entry, member.presence = member.presence, None
+        if entry is not None and self.presence is not None:
+            await self.presence.leave(member.room_id, entry)
+
+    async def enter(self, member: Member, name: str) -> None:
+        """List ``member`` (its snapshot sent) in its room's presence, for every process."""
+        if self.presence is None or member.user_id is None or member.closed:
+            return
+        member.presence = entry_for(member.user_id, name)
+        await self.presence.enter(member.room_id, member.presence)
+
+    async def typing(self, member: Member, name: str) -> bool:
+        """Tell the room's other users' sockets that ``member``'s user types (throttled)."""
+        if self.presence is None or member.user_id is None:
+            return False
+        return await self.presence.typing(member.room_id, member.user_id, name)
+
+    async def refresh_presence(self) -> None:
+        """Renew the presence of this process's live sockets, per room (one call each)."""
+        if self.presence is None:
+            return
+        rooms = {
+            room_id: [m.presence for m in members if m.presence is not None and not m.closed]
+            for room_id, members in self.rooms.items()
+        }
+        await self.presence.refresh({room_id: e for room_id, e in rooms.items() if e})
 
     def discard(self, member: Member) -> None:
         """``leave`` from sync code (the fan-out drops a member it closed)."""
@@ -298,6 +330,10 @@ class RoomHub:
                 logger.exception(
                     "room events: the heartbeat failed; next one in %.1fs", self.reconcile_every
                 )
+            try:
+                await self.refresh_presence()
+            except Exception:
+                logger.exception("room events: the presence refresh failed")
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomHub] = weakref.WeakKeyDictionary()
@@ -314,6 +350,14 @@ def hub() -> RoomHub:
             cluster=settings.CHAT_EVENTS_REDIS_CLUSTER,
             health=settings.CHAT_REDIS_HEALTH_CHECK_SECONDS,
             reconcile_every=settings.CHAT_RECONCILE_SECONDS,
+            presence=PresenceStore(
+                settings.CHAT_EVENTS_REDIS_URL,
+                settings.CHAT_REDIS_PREFIX,
+                cluster=settings.CHAT_EVENTS_REDIS_CLUSTER,
+                ttl=settings.CHAT_PRESENCE_TTL_SECONDS,
+                max_users=settings.CHAT_PRESENCE_MAX_USERS,
+                typing_interval=settings.CHAT_TYPING_INTERVAL_SECONDS,
+            ),
         )
         _hubs[loop] = found
     return found

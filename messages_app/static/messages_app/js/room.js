@@ -98,6 +98,7 @@
       "rate_limited",
       "server_error",
       "slug_taken",
+      "unknown_field",
       "unknown_type"
     ],
     "serverFrames": [
@@ -106,12 +107,16 @@
       "heartbeat",
       "members",
       "message",
-      "snapshot"
+      "presence",
+      "snapshot",
+      "typing"
     ],
     "clientFrames": [
       "cancel",
       "delete",
-      "post"
+      "post",
+      "read",
+      "typing"
     ]
   } /* protocol-mirror-end */);
   const CLOSE = PROTOCOL.close;
@@ -127,6 +132,12 @@
     },
     delete(id) {
       return JSON.stringify({ type: "delete", id });
+    },
+    typing() {
+      return JSON.stringify({ type: "typing" });
+    },
+    read(id) {
+      return JSON.stringify({ type: "read", id });
     },
     /** A server frame, or null when it is not JSON or not an object with a known type. */
     parse(data) {
@@ -409,6 +420,7 @@
   function applyMessage(message, stick) {
     const entry = rows.get(message.id);
     if (entry && message.version <= entry.row.version) return false;
+    if (!entry) arrived(message);
     const updated = upsert(message, { soon: true, stick });
     updateEmpty();
     if (outbox && message.client_id && message.client_id === outbox.clientId) postSucceeded();
@@ -559,10 +571,17 @@
       case "heartbeat":
         onHeartbeat(frame);
         break;
+      case "presence":
+        onPresence(frame);
+        break;
+      case "typing":
+        onTyping(frame);
+        break;
       default:
         break; // a frame type this page does not know: ignore it
     }
     if (grew) afterGrowth(stick);
+    if (frame.type === "snapshot" || frame.type === "message") markRead();
   }
 
   // --- scrolling ---------------------------------------------------------------
@@ -582,7 +601,10 @@
   }
 
   scroller.addEventListener("scroll", () => {
-    if (nearBottom()) jump.hidden = true;
+    if (nearBottom()) {
+      jump.hidden = true;
+      markRead();
+    }
   });
   jump.addEventListener("click", () => {
     scrollToBottom();
@@ -782,7 +804,11 @@
 
   window.addEventListener("online", reconnectNow);
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") reconnectNow();
+    if (document.visibilityState === "visible") {
+      reconnectNow();
+      clearUnseen();
+      markRead();
+    }
   });
   window.addEventListener("pagehide", () => {
     leaving = true;
@@ -891,6 +917,7 @@
   input.addEventListener("input", () => {
     resizeInput();
     if (!composerError.hidden) showComposerError("");
+    typed();
   });
 
   // --- stop ----------------------------------------------------------------------
@@ -920,6 +947,119 @@
     paint(entry);
     socket.send(Frames.cancel(entry.row.id));
   });
+
+  // --- presence, typing, unread (issue 14) ----------------------------------------
+
+  const presenceBox = document.getElementById("presence");
+  const presenceList = document.getElementById("presence-list");
+  const presenceCount = document.getElementById("presence-count");
+  const typingLine = document.getElementById("typing");
+  const roomName = root.dataset.roomName || "";
+  const baseTitle = document.title;
+  // The server passes one typing frame per person per interval; this page sends
+  // no faster, and forgets a name that many seconds (and a margin) after its last.
+  const TYPING_INTERVAL_MS = (Number(root.dataset.typingInterval) || 3) * 1000;
+  const TYPING_SHOWN_MS = TYPING_INTERVAL_MS + 3000;
+
+  function onPresence(frame) {
+    // The whole list, each user once (names sorted); "count" may be above what is listed.
+    const users = Array.isArray(frame.users) ? frame.users : [];
+    const count = Number.isInteger(frame.count) ? frame.count : users.length;
+    const items = users.map((user) => {
+      const li = document.createElement("li");
+      li.className = `presence__user hue-${avatarHue(user.name)}`;
+      li.dataset.userId = user.user_id;
+      li.title = user.user_id === myId ? `${user.name} (you)` : user.name;
+      li.textContent = initial(user.name);
+      const name = document.createElement("span");
+      name.className = "visually-hidden";
+      name.textContent = ` ${user.name}`;
+      li.append(name);
+      return li;
+    });
+    presenceList.replaceChildren(...items);
+    const more = count - users.length;
+    presenceCount.textContent = `${count} here${more > 0 ? ` (${more} not shown)` : ""}`;
+    presenceBox.dataset.count = String(count);
+    presenceBox.hidden = count === 0;
+  }
+
+  /** user id -> {name, timer}: who is typing now, as the last typing frames said. */
+  const typists = new Map();
+
+  function onTyping(frame) {
+    if (!Number.isInteger(frame.user_id) || frame.user_id === myId) return;
+    const known = typists.get(frame.user_id);
+    if (known) clearTimeout(known.timer);
+    const timer = setTimeout(() => stoppedTyping(frame.user_id), TYPING_SHOWN_MS);
+    typists.set(frame.user_id, { name: String(frame.name || "Someone"), timer });
+    paintTyping();
+  }
+
+  function stoppedTyping(userId) {
+    const known = typists.get(userId);
+    if (!known) return;
+    clearTimeout(known.timer);
+    typists.delete(userId);
+    paintTyping();
+  }
+
+  function paintTyping() {
+    const names = Array.from(typists.values(), (typist) => typist.name);
+    let text = "";
+    if (names.length === 1) text = `${names[0]} is typing…`;
+    else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+    else if (names.length > 2) text = "Several people are typing…";
+    typingLine.textContent = text;
+    typingLine.dataset.typing = String(names.length);
+  }
+
+  let lastTypingAt = -Infinity;
+
+  function typed() {
+    // At most one frame per interval while the user types (the server drops faster ones).
+    if (!socket || !synced || !input.value.trim()) return;
+    const now = performance.now();
+    if (now - lastTypingAt < TYPING_INTERVAL_MS) return;
+    lastTypingAt = now;
+    socket.send(Frames.typing());
+  }
+
+  // Unread: the read position moves (a "read" frame) when the newest row is on
+  // screen in a visible tab; the title counts others' new rows while the tab is hidden.
+  let lastReadSent = 0;
+  let unseen = 0;
+
+  function newestId() {
+    let newest = 0;
+    for (const id of rows.keys()) newest = Math.max(newest, id);
+    return newest;
+  }
+
+  function markRead() {
+    if (!socket || !synced || document.visibilityState !== "visible" || !nearBottom()) return;
+    const newest = newestId();
+    if (newest <= lastReadSent) return;
+    lastReadSent = newest;
+    socket.send(Frames.read(newest));
+  }
+
+  function arrived(message) {
+    // A row the page did not hold: its author has stopped typing (it was sent).
+    if (message.author_id !== null && message.author_id !== undefined) {
+      stoppedTyping(message.author_id);
+    }
+    if (document.visibilityState !== "hidden" || message.author_id === myId || message.deleted) {
+      return;
+    }
+    unseen += 1;
+    document.title = `(${unseen}) ${roomName || baseTitle}`;
+  }
+
+  function clearUnseen() {
+    unseen = 0;
+    document.title = baseTitle;
+  }
 
   // --- start -------------------------------------------------------------------
 
