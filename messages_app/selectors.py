@@ -8,15 +8,13 @@ from django.conf import settings
 from django.contrib.postgres.aggregates import StringAgg
 from django.db.models import (
     BigIntegerField,
-    Case,
+    Exists,
     IntegerField,
     Max,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
-    Value,
-    When,
 )
 from django.db.models.functions import Coalesce
 
@@ -148,16 +146,19 @@ def room_list(user: Any) -> QuerySet[Room]:
     counted up to ``UNREAD_CAP``; 0 in a room the user is not a member of.
     """
     visible = rooms_visible_to(user).values("pk")
-    last_read = Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk).values(
-        "last_read_id"
-    )[:1]
-    unread = (
+    # NULL for a room the user is not a member of: no message is after NULL.
+    last_read = (
+        Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk)
+        .order_by()
+        .values("last_read_id")[:1]
+    )
+    news = (
         Message.objects.filter(
             room=OuterRef("pk"), pk__gt=OuterRef("last_read"), deleted_at__isnull=True
         )
         .exclude(author_id=user.pk)
         .order_by()
-        .values("pk")[:UNREAD_CAP]
+        .values("pk")
     )
     return (
         Room.objects.filter(pk__in=visible)
@@ -166,14 +167,7 @@ def room_list(user: Any) -> QuerySet[Room]:
             last_message_at=Max("messages__created_at"),
             last_activity=Coalesce(Max("messages__created_at"), "created_at"),
         )
-        .annotate(
-            unread=Case(
-                When(last_read__isnull=True, then=Value(0)),
-                default=CappedCount(unread),
-                output_field=IntegerField(),
-            ),
-        )
-        .annotate(has_unread=Case(When(unread__gt=0, then=Value(1)), default=Value(0)))
+        .annotate(unread=CappedCount(news[:UNREAD_CAP]), has_unread=Exists(news))
         .order_by("-has_unread", "-last_activity", "-id")
     )
 

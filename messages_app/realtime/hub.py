@@ -106,9 +106,6 @@ class RoomHub:
     async def leave(self, member: Member) -> None:
         """Remove ``member`` (idempotent); unsubscribe its room if it was the last."""
         self.discard(member)
-        entry, member.presence = member.presence, None
-        if entry is not None and self.presence is not None:
-            await self.presence.leave(member.room_id, entry)
 
     async def enter(self, member: Member, name: str) -> None:
         """List ``member`` (its snapshot sent) in its room's presence, for every process."""
@@ -136,6 +133,11 @@ class RoomHub:
     def discard(self, member: Member) -> None:
         """``leave`` from sync code (the fan-out drops a member it closed)."""
         member.close()
+        entry, member.presence = member.presence, None
+        if entry is not None and self.presence is not None:
+            # unlisted at once, also when the hub closes the socket itself (too
+            # slow, session ended) before its consumer hears of the close
+            self._spawn(self.presence.leave(member.room_id, entry))
         users = self.users.get(member.user_id) if member.user_id is not None else None
         if users is not None:
             users.discard(member)
