@@ -40,9 +40,9 @@ def names(socket: Socket) -> list[str] | None:
 
 
 def listing(expected: list[str]) -> Any:
-    return lambda view: view.presence is not None and [
-        user["name"] for user in view.presence["users"]
-    ] == expected
+    return lambda view: (
+        view.presence is not None and [user["name"] for user in view.presence["users"]] == expected
+    )
 
 
 async def test_a_user_on_one_process_is_present_on_the_other_until_the_socket_closes(
