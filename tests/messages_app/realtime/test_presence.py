@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -276,3 +276,45 @@ async def test_a_hub_that_dies_leaves_the_presence_after_the_ttl(
     # then within the TTL (and a tick) Bob's page hears she is gone
     await until_presence(bob_socket, ["Bob"], limit=15)
     await living.leave(bob_member)
+
+
+# --- on a Redis Cluster (CHAT_EVENTS_REDIS_CLUSTER) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def presence_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.messages_app.realtime import servers
+
+    ports = [7117, 7118, 7119]  # the tests' own Redis ports (servers.py); test_hub's are 7111-7113
+    with servers.redis_cluster(ports, tmp_path_factory.mktemp("presence-cluster")):
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+
+
+async def test_presence_and_typing_work_on_a_redis_cluster(
+    presence_cluster: str, room: Room, alice: User, bob: User
+) -> None:
+    def cluster_hub() -> RoomHub:
+        store = PresenceStore(
+            presence_cluster, django_settings.CHAT_REDIS_PREFIX, cluster=True, ttl=30.0
+        )
+        return RoomHub(
+            presence_cluster,
+            django_settings.CHAT_REDIS_PREFIX,
+            cluster=True,
+            reconcile_every=0.2,
+            presence=store,
+        )
+
+    a, b = cluster_hub(), cluster_hub()
+    alice_socket, alice_member = await entered(a, room, alice)
+    bob_socket, bob_member = await entered(b, room, bob)
+    await until_presence(alice_socket, ["Alice", "Bob"])
+    await until_presence(bob_socket, ["Alice", "Bob"])
+    assert await b.typing(bob_member, "Bob")
+    async with asyncio.timeout(30):
+        while not any(f["type"] == "typing" for f in alice_socket.frames):
+            alice_socket.written.clear()
+            await alice_socket.written.wait()
+    await b.leave(bob_member)
+    await until_presence(alice_socket, ["Alice"])
+    await a.leave(alice_member)

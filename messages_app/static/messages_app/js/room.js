@@ -651,6 +651,7 @@
     socket = null;
     synced = false;
     clearTimeout(healthyTimer);
+    offline();
     if (leaving) return;
     if (FINAL_CLOSE_CODES.has(event.code)) {
       ended(event.code);
@@ -1054,6 +1055,13 @@
     }
     unseen += 1;
     document.title = `(${unseen}) ${roomName || baseTitle}`;
+  }
+
+  function offline() {
+    // Who is here and who types is known only while connected: the next socket's
+    // presence frame (right after its snapshot) brings it back.
+    presenceBox.hidden = true;
+    for (const userId of Array.from(typists.keys())) stoppedTyping(userId);
   }
 
   function clearUnseen() {
