@@ -172,7 +172,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             elif isinstance(frame, protocol.Typing):
                 # Only who may post may type; one frame per CHAT_TYPING_INTERVAL_SECONDS
                 # per user and room reaches the others, a faster one is dropped.
-                await database_sync_to_async(_may_post)(room=self.room, user=user)
+                await database_sync_to_async(_may_type)(room=self.room, user=user)
                 await hub().typing(self.member, user.get_display_name())
             elif isinstance(frame, protocol.Read):
                 await database_sync_to_async(services.membership_mark_read)(
@@ -202,13 +202,14 @@ def _open_room(user: Any, room: Room) -> bool:
     return True
 
 
-def _may_post(*, room: Room, user: Any) -> None:
-    if not permissions.can_post(user, room, permissions.role_of(user, room)):
+def _may_type(*, room: Room, user: Any) -> None:
+    if not permissions.can_type(user, room, permissions.role_of(user, room)):
         raise ClientError("not_member", "You are not a member of this room (any more).")
 
 
 def _post(*, room: Room, user: Any, frame: protocol.Post) -> None:
-    _may_post(room=room, user=user)
+    if not permissions.can_post(user, room, permissions.role_of(user, room)):
+        raise ClientError("not_member", "You are not a member of this room (any more).")
     limits.post_allow(user=user)
     services.message_post(room=room, author=user, body=frame.body, client_id=frame.client_id)
 

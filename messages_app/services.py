@@ -365,7 +365,7 @@ def membership_mark_read(*, room: Room, user: User, message_id: int) -> int:
     this user's alone, and only the home page shows it (``selectors.room_list``).
     """
     role = permissions.role_of(user, room)
-    if role is None:
+    if not permissions.can_mark_read(user, room, role):
         if permissions.can_read(user, room, role):
             return 0
         raise ClientError("not_member", "You are not a member of this room (any more).")

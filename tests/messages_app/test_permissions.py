@@ -46,19 +46,23 @@ ACTIONS: dict[str, Call] = {
     "join": lambda u, r, role, o: permissions.can_join(u, r, role),
     "manage_room": lambda u, r, role, o: permissions.can_manage_room(u, r, role),
     "admin": lambda u, r, role, o: permissions.can_admin(u),
+    "type": lambda u, r, role, o: permissions.can_type(u, r, role),
+    "mark_read": lambda u, r, role, o: permissions.can_mark_read(u, r, role),
 }
 
 Y, N = True, False
 # In a private room. Columns in ACTIONS order.
 PRIVATE: dict[str, tuple[bool, ...]] = {
     # see read post cancel delete invite roles rm_mem rm_mod rm_own leave join room admin
-    "owner": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, Y, N),
-    "moderator": (Y, Y, Y, Y, Y, Y, N, Y, N, N, Y, N, N, N),
-    "member": (Y, Y, Y, N, N, N, N, N, N, N, Y, N, N, N),
-    "asker": (Y, Y, Y, Y, N, N, N, N, N, N, Y, N, N, N),
-    "author": (Y, Y, Y, N, Y, N, N, N, N, N, Y, N, N, N),
-    "non-member": (N, N, N, N, N, N, N, N, N, N, N, N, N, N),
-    "staff": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, N, Y, Y),
+    # type mark_read
+    "owner": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, Y, N, Y, Y),
+    "moderator": (Y, Y, Y, Y, Y, Y, N, Y, N, N, Y, N, N, N, Y, Y),
+    "member": (Y, Y, Y, N, N, N, N, N, N, N, Y, N, N, N, Y, Y),
+    "asker": (Y, Y, Y, Y, N, N, N, N, N, N, Y, N, N, N, Y, Y),
+    "author": (Y, Y, Y, N, Y, N, N, N, N, N, Y, N, N, N, Y, Y),
+    "non-member": (N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N),
+    # staff who are not members have no read position to keep
+    "staff": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, N, Y, Y, Y, N),
 }
 # A public room differs only in who can find and join it.
 PUBLIC = {name: list(row) for name, row in PRIVATE.items()}
