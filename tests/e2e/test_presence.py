@@ -53,6 +53,10 @@ def test_presence_shows_both_browsers_and_one_leaving(
             "title", "Alice" if page is b else "Alice (you)"
         )
         expect(page.locator("#presence-list li").nth(1)).to_contain_text("B")
+    # the members panel marks who has the room open
+    a.locator("#members-drawer > summary").click()
+    bob_in_panel = a.locator(f"#members-panel .member[data-user-id='{bob.pk}']")
+    expect(bob_in_panel).to_have_attribute("data-online", "true")
     # Bob's second tab does not count him twice
     b2 = browsing.room(bob, trip.slug)
     expect(b2.locator("#presence-count")).to_have_text("2 here")
@@ -60,6 +64,7 @@ def test_presence_shows_both_browsers_and_one_leaving(
     b2.close()
     expect(a.locator("#presence-list li")).to_have_count(1)
     expect(a.locator("#presence-count")).to_have_text("1 here")
+    expect(bob_in_panel).to_have_attribute("data-online", "false")
 
 
 def test_typing_appears_in_the_other_browser_and_goes(

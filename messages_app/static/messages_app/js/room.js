@@ -764,6 +764,7 @@
       }
     }
     for (const entry of rows.values()) paint(entry);
+    markOnline();
   }
 
   function scheduleReconnect() {
@@ -961,12 +962,17 @@
   // no faster, and forgets a name that many seconds (and a margin) after its last.
   const TYPING_INTERVAL_MS = (Number(root.dataset.typingInterval) || 3) * 1000;
   const TYPING_SHOWN_MS = TYPING_INTERVAL_MS + 3000;
+  // The header shows this many avatars; "N here" and the tooltip say the rest.
+  const PRESENCE_AVATARS = 5;
+  let present = new Set();
 
   function onPresence(frame) {
     // The whole list, each user once (names sorted); "count" may be above what is listed.
     const users = Array.isArray(frame.users) ? frame.users : [];
     const count = Number.isInteger(frame.count) ? frame.count : users.length;
-    const items = users.map((user) => {
+    present = new Set(users.map((user) => user.user_id));
+    markOnline();
+    const items = users.slice(0, PRESENCE_AVATARS).map((user) => {
       const li = document.createElement("li");
       li.className = `presence__user hue-${avatarHue(user.name)}`;
       li.dataset.userId = user.user_id;
@@ -979,10 +985,19 @@
       return li;
     });
     presenceList.replaceChildren(...items);
+    presenceCount.textContent = `${count} here`;
     const more = count - users.length;
-    presenceCount.textContent = `${count} here${more > 0 ? ` (${more} not shown)` : ""}`;
+    const names = users.map((user) => user.name).join(", ");
+    presenceBox.title = `In the room now: ${names}${more > 0 ? ` and ${more} more` : ""}`;
     presenceBox.dataset.count = String(count);
     presenceBox.hidden = count === 0;
+  }
+
+  function markOnline() {
+    // The members panel (server-rendered) marks who has the room open now.
+    for (const item of document.querySelectorAll("#members-panel .member[data-user-id]")) {
+      item.dataset.online = String(present.has(Number(item.dataset.userId)));
+    }
   }
 
   /** user id -> {name, timer}: who is typing now, as the last typing frames said. */
@@ -1061,6 +1076,8 @@
     // Who is here and who types is known only while connected: the next socket's
     // presence frame (right after its snapshot) brings it back.
     presenceBox.hidden = true;
+    present = new Set();
+    markOnline();
     for (const userId of Array.from(typists.keys())) stoppedTyping(userId);
   }
 
