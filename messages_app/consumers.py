@@ -170,10 +170,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     room=self.room, message_id=frame.id, actor=user
                 )
             elif isinstance(frame, protocol.Typing):
-                # Only who may post may type; one frame per CHAT_TYPING_INTERVAL_SECONDS
-                # per user and room reaches the others, a faster one is dropped.
-                await database_sync_to_async(_may_type)(room=self.room, user=user)
-                await hub().typing(self.member, user.get_display_name())
+                # One frame per CHAT_TYPING_INTERVAL_SECONDS per user and room reaches
+                # the others, a faster one is dropped silently; the one that passes
+                # is checked (only who may post may type) before it goes out.
+                await hub().typing(
+                    self.member,
+                    user.get_display_name(),
+                    check=lambda: database_sync_to_async(_may_type)(room=self.room, user=user),
+                )
             elif isinstance(frame, protocol.Read):
                 await database_sync_to_async(services.membership_mark_read)(
                     room=self.room, user=user, message_id=frame.id

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 
 import redis
 from channels.db import database_sync_to_async
@@ -114,11 +115,14 @@ class RoomHub:
         member.presence = entry_for(member.user_id, name)
         await self.presence.enter(member.room_id, member.presence)
 
-    async def typing(self, member: Member, name: str) -> bool:
-        """Tell the room's other users' sockets that ``member``'s user types (throttled)."""
+    async def typing(
+        self, member: Member, name: str, *, check: Callable[[], Awaitable[None]] | None = None
+    ) -> bool:
+        """Tell the room's other users' sockets that ``member``'s user types (throttled;
+        ``check``, run once the throttle let it through, may refuse it)."""
         if self.presence is None or member.user_id is None:
             return False
-        return await self.presence.typing(member.room_id, member.user_id, name)
+        return await self.presence.typing(member.room_id, member.user_id, name, check=check)
 
     async def refresh_presence(self) -> None:
         """Renew the presence of this process's live sockets, per room (one call each)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis
@@ -164,9 +164,22 @@ class PresenceStore:
         _, live = await self._change(room_id, "add", [])
         return users_of(live, self.max_users)
 
-    async def typing(self, room_id: int, user_id: int, name: str) -> bool:
+    async def typing(
+        self,
+        room_id: int,
+        user_id: int,
+        name: str,
+        *,
+        check: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
         """Tell the room's other sockets that ``user_id`` types; False when too soon
-        after the last one (dropped)."""
+        after the last one (dropped).
+
+        ``check`` (the sender's right to type, a database read) runs only for a
+        frame that passed the throttle, so a client that floods typing frames
+        costs one Redis command each and one read per interval; what it raises
+        (``ClientError``) propagates, and nothing is published.
+        """
         try:
             first = await self.client.set(
                 typing_key(self.prefix, room_id, user_id),
@@ -174,8 +187,14 @@ class PresenceStore:
                 nx=True,
                 px=max(1, int(self.typing_interval * 1000)),
             )
-            if not first:
-                return False
+        except (redis.RedisError, OSError):
+            logger.warning("presence: could not throttle typing in room %s", room_id, exc_info=True)
+            return False
+        if not first:
+            return False
+        if check is not None:
+            await check()
+        try:
             await self._publish(room_id, protocol.typing_frame(user_id=user_id, name=name))
         except (redis.RedisError, OSError):
             logger.warning("presence: could not announce typing in room %s", room_id, exc_info=True)

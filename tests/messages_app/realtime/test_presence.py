@@ -318,3 +318,30 @@ async def test_presence_and_typing_work_on_a_redis_cluster(
     await b.leave(bob_member)
     await until_presence(alice_socket, ["Alice"])
     await a.leave(alice_member)
+
+
+async def test_typing_checks_the_sender_only_past_the_throttle_and_publishes_nothing_refused() -> (
+    None
+):
+    from messages_app.protocol import ClientError
+
+    room_id = a_room_id()
+    store = make_store(typing_interval=60.0)
+    checks: list[int] = []
+
+    async def refuse() -> None:
+        checks.append(1)
+        raise ClientError("not_member", "no")
+
+    listener = Listener(room_id)
+    try:
+        with pytest.raises(ClientError):
+            await store.typing(room_id, 1, "Alice", check=refuse)
+        for _ in range(5):  # a flood: dropped by the throttle, never checked again
+            assert not await store.typing(room_id, 1, "Alice", check=refuse)
+        frames = await asyncio.to_thread(listener.frames, 0.3)
+    finally:
+        listener.close()
+        await store.close()
+    assert checks == [1]
+    assert frames == []
