@@ -64,6 +64,10 @@ class RoomHub:
         self.health = health
         self.reconcile_every = reconcile_every
         self.presence = presence
+        # per room: the last presence frame fanned out here (what its sockets hold)
+        self.presence_seen: dict[int, str] = {}
+        if presence is not None:
+            presence.seen = self.presence_seen.get
         self.room_prefix = f"{prefix}:room:".encode()
         self.commands = protocol.command_channel(prefix).encode()
         self.rooms: dict[int, set[Member]] = {}
@@ -113,7 +117,10 @@ class RoomHub:
         if self.presence is None or member.user_id is None or member.closed:
             return
         member.presence = entry_for(member.user_id, name)
-        await self.presence.enter(member.room_id, member.presence)
+        unchanged = await self.presence.enter(member.room_id, member.presence)
+        if unchanged is not None:
+            # the room's list is as its other sockets hold it: only this one needs it
+            member.deliver([plain_frame(unchanged)])
 
     async def typing(
         self, member: Member, name: str, *, check: Callable[[], Awaitable[None]] | None = None
@@ -154,6 +161,7 @@ class RoomHub:
         if members:
             return
         del self.rooms[member.room_id]
+        self.presence_seen.pop(member.room_id, None)
         channel = self.channel(member.room_id)
         confirmed = self._confirmed.pop(channel, None)
         if confirmed is not None and not confirmed.done():
@@ -298,6 +306,9 @@ class RoomHub:
             confirmed.set_result(None)
 
     def fan_out(self, room_id: int, frames: list[Frame]) -> None:
+        for frame in frames:
+            if frame.kind == "presence" and room_id in self.rooms:
+                self.presence_seen[room_id] = frame.text
         for member in list(self.rooms.get(room_id, ())):
             try:
                 member.deliver(frames)

@@ -3,7 +3,9 @@
 Presence lives in Redis, one sorted set per room (``<prefix>:presence:<room id>``):
 a member per open socket (``[user id, socket id, name]`` as JSON), its score the
 time (Redis's clock) at which it expires. A socket enters when its snapshot is
-sent and leaves when it closes; each web process's hub refreshes its own live
+sent and leaves when it closes (a change that leaves the room's list as its
+sockets last heard it, such as a second tab, is not published: the entering
+socket alone gets the list); each web process's hub refreshes its own live
 sockets on its reconcile tick (``CHAT_RECONCILE_SECONDS``), so the sockets of a
 process that died expire after ``CHAT_PRESENCE_TTL_SECONDS``. Every change (a
 socket in or out, entries found expired) publishes the room's whole list as a
@@ -110,6 +112,10 @@ class PresenceStore:
             else aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
         )
         self._update = self.client.register_script(_UPDATE_LUA)
+        # The last presence frame the room's sockets got (the hub's record of its
+        # channel): a change that leaves the list as it was (a second tab) is not
+        # published again to every socket of the room.
+        self.seen: Callable[[int], str | None] | None = None
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -127,20 +133,28 @@ class PresenceStore:
         )
         return int(changed), live
 
-    async def _announce(self, room_id: int, live: list[Any]) -> None:
+    async def _announce(self, room_id: int, live: list[Any]) -> str | None:
+        """Publish the room's list, unless it is the one the room's sockets hold already
+        (the last seen on the channel, ``seen``); the frame when it was not published."""
         users, count = users_of(live, self.max_users)
-        await self._publish(room_id, protocol.presence_frame(users, count=count))
+        frame = protocol.presence_frame(users, count=count)
+        if self.seen is not None and self.seen(room_id) == frame:
+            return frame
+        await self._publish(room_id, frame)
+        return None
 
-    async def enter(self, room_id: int, entry: str) -> None:
-        """A socket's snapshot was sent: list it, and tell the room."""
+    async def enter(self, room_id: int, entry: str) -> str | None:
+        """A socket's snapshot was sent: list it, and tell the room if that changed its
+        list. The list when it did not (the entering socket alone must get it)."""
         try:
             _, live = await self._change(room_id, "add", [entry])
-            await self._announce(room_id, live)
+            return await self._announce(room_id, live)
         except (redis.RedisError, OSError):
             logger.warning("presence: could not enter room %s", room_id, exc_info=True)
+            return None
 
     async def leave(self, room_id: int, entry: str) -> None:
-        """A socket closed: unlist it, and tell the room if that changed anything."""
+        """A socket closed: unlist it, and tell the room if that changed its list."""
         try:
             changed, live = await self._change(room_id, "remove", [entry])
             if changed:
