@@ -161,6 +161,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 # the post limits, before anything is stored: a refused post stores
                 # nothing.
                 await database_sync_to_async(_post)(room=self.room, user=user, frame=frame)
+                await hub().typing_ended(self.member)
             elif isinstance(frame, protocol.Cancel):
                 await database_sync_to_async(services.reply_cancel)(
                     room=self.room, message_id=frame.id, actor=user

@@ -131,6 +131,12 @@ class RoomHub:
             return False
         return await self.presence.typing(member.room_id, member.user_id, name, check=check)
 
+    async def typing_ended(self, member: Member) -> None:
+        """``member``'s user posted: the typing throttle starts again (their next
+        "typing" passes at once; the others' pages cleared the line on the post)."""
+        if self.presence is not None and member.user_id is not None:
+            await self.presence.typing_ended(member.room_id, member.user_id)
+
     async def refresh_presence(self) -> None:
         """Renew the presence of this process's live sockets, per room (one call each)."""
         if self.presence is None:

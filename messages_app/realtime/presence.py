@@ -214,3 +214,10 @@ class PresenceStore:
             logger.warning("presence: could not announce typing in room %s", room_id, exc_info=True)
             return False
         return True
+
+    async def typing_ended(self, room_id: int, user_id: int) -> None:
+        """The user sent their message: their next keystroke may say "typing" at once."""
+        try:
+            await self.client.delete(typing_key(self.prefix, room_id, user_id))
+        except (redis.RedisError, OSError):
+            logger.warning("presence: could not reset typing in room %s", room_id, exc_info=True)

@@ -253,3 +253,20 @@ async def test_presence_leaves_when_the_hub_closes_a_socket(
     await closed.wait(timeout=5)
     await presence_until(watcher, ["Alice"])
     await watcher.disconnect()
+
+
+async def test_typing_after_sending_a_message_passes_at_once(
+    room: Room, alice: User, bob: User, settings: Any
+) -> None:
+    settings.CHAT_TYPING_INTERVAL_SECONDS = 60.0
+    typist = await opened(room, alice)
+    reader = await opened(room, bob, names=["Alice", "Bob"])
+    await typist.send_json_to({"type": "typing"})
+    assert (await frame_of(reader, "typing"))["user_id"] == alice.pk
+    await typist.send_json_to({"type": "post", "body": "sent", "client_id": None})
+    assert (await frame_of(reader, "message"))["message"]["body"] == "sent"
+    # the next message's typing is not held back by the last one's interval
+    await typist.send_json_to({"type": "typing"})
+    assert (await frame_of(reader, "typing"))["user_id"] == alice.pk
+    await typist.disconnect()
+    await reader.disconnect()

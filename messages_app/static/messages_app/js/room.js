@@ -884,6 +884,7 @@
   }
 
   function postSucceeded() {
+    lastTypingAt = -Infinity; // the server starts the typing throttle again too
     if (input.value === outbox.body) input.value = "";
     outbox = null;
     setSending(false);
