@@ -164,14 +164,39 @@ class PresenceStore:
 
     async def refresh(self, rooms: dict[int, list[str]]) -> None:
         """Renew this process's live entries (the reconcile tick); tell a room whose
-        list changed meanwhile (another process's sockets expired, say)."""
-        for room_id, entries in rooms.items():
+        list changed meanwhile (another process's sockets expired, say).
+
+        One round trip for every room (a pipeline of one script per room); on a
+        cluster, one per room (each room's set lives on its own shard).
+        """
+        try:
+            results = await self._refresh_all(rooms)
+        except (redis.RedisError, OSError):
+            logger.warning("presence: could not refresh %s rooms", len(rooms), exc_info=True)
+            return
+        for room_id, (changed, live) in results.items():
+            if not changed:
+                continue
             try:
-                changed, live = await self._change(room_id, "add", entries)
-                if changed:
-                    await self._announce(room_id, live)
+                await self._announce(room_id, live)
             except (redis.RedisError, OSError):
-                logger.warning("presence: could not refresh room %s", room_id, exc_info=True)
+                logger.warning("presence: could not announce room %s", room_id, exc_info=True)
+
+    async def _refresh_all(self, rooms: dict[int, list[str]]) -> dict[int, tuple[int, list[Any]]]:
+        if self.cluster:
+            return {room_id: await self._change(room_id, "add", e) for room_id, e in rooms.items()}
+        pipe = self.client.pipeline(transaction=False)
+        for room_id, entries in rooms.items():
+            await self._update(
+                keys=[presence_key(self.prefix, room_id)],
+                args=[self.ttl, "add", *entries],
+                client=pipe,
+            )
+        replies = await pipe.execute() if rooms else []
+        return {
+            room_id: (int(changed), live)
+            for room_id, (changed, live) in zip(rooms, replies, strict=True)
+        }
 
     async def users(self, room_id: int) -> tuple[list[dict[str, Any]], int]:
         """Who is in the room now (expired entries dropped), and how many."""

@@ -345,3 +345,40 @@ async def test_typing_checks_the_sender_only_past_the_throttle_and_publishes_not
         await store.close()
     assert checks == [1]
     assert frames == []
+
+
+async def test_presence_refresh_renews_many_rooms_and_announces_only_the_changed(
+    store: PresenceStore,
+) -> None:
+    rooms = {a_room_id(): [entry_for(n + 1, f"user {n}")] for n in range(5)}
+    for room_id, entries in rooms.items():
+        await store.enter(room_id, entries[0])
+    changed_room = next(iter(rooms))
+    other = make_store(ttl=1.0)  # another process, which dies: it never renews Zed
+    await other.enter(changed_room, entry_for(99, "Zed"))
+    await other.close()
+    key = presence_key(django_settings.CHAT_REDIS_PREFIX, changed_room)
+    client = redis.Redis.from_url(django_settings.CHAT_EVENTS_REDIS_URL)
+    listeners = {room_id: Listener(room_id) for room_id in rooms}
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # until Zed's entry is past its expiry (still there: nobody dropped it)
+            seconds, micros = client.time()
+            if client.zcount(key, "-inf", seconds + micros / 1e6) == 1:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await store.refresh(rooms)
+        heard = {
+            room_id: await asyncio.to_thread(listener.frames, 0.3)
+            for room_id, listener in listeners.items()
+        }
+    finally:
+        client.close()
+        for listener in listeners.values():
+            listener.close()
+    # the one refresh renewed every room, and told only the room whose list changed
+    assert [[u["name"] for u in f["users"]] for f in heard.pop(changed_room)] == [["user 0"]]
+    assert all(frames == [] for frames in heard.values())
+    for room_id in rooms:
+        assert (await store.users(room_id))[1] == 1
