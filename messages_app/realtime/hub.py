@@ -138,7 +138,7 @@ class RoomHub:
             await self.presence.typing_ended(member.room_id, member.user_id)
 
     async def refresh_presence(self) -> None:
-        """Renew the presence of this process's live sockets, per room (one call each)."""
+        """Renew the presence entries of this process's live sockets (one round trip)."""
         if self.presence is None:
             return
         rooms = {
