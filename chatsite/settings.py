@@ -216,6 +216,25 @@ CHAT_REDIS_HEALTH_CHECK_SECONDS = env_float(
 # Every this many seconds each socket gets the versions of its room's open rows
 # (a heartbeat frame): a page that missed an event resyncs (docs/architecture.md).
 CHAT_RECONCILE_SECONDS = env_float("CHAT_RECONCILE_SECONDS", 2.0, minimum=0.1, maximum=300.0)
+# Presence (messages_app/realtime/presence.py): each web process renews its open
+# sockets' entries in Redis on that tick; the entries of a process that died
+# expire after this many seconds (so it must outlast two ticks).
+CHAT_PRESENCE_TTL_SECONDS = env_float(
+    "CHAT_PRESENCE_TTL_SECONDS", 30.0, minimum=1.0, maximum=3600.0
+)
+check_at_most(
+    "CHAT_RECONCILE_SECONDS",
+    CHAT_RECONCILE_SECONDS,
+    "CHAT_PRESENCE_TTL_SECONDS / 2",
+    CHAT_PRESENCE_TTL_SECONDS / 2,
+)
+# A presence frame lists at most this many users (its count says how many are in).
+CHAT_PRESENCE_MAX_USERS = env_int("CHAT_PRESENCE_MAX_USERS", 50, minimum=1, maximum=1000)
+# "Alice is typing": one typing frame per user and room per this many seconds
+# (room.js sends no faster; the server drops a faster one silently).
+CHAT_TYPING_INTERVAL_SECONDS = env_float(
+    "CHAT_TYPING_INTERVAL_SECONDS", 3.0, minimum=0.5, maximum=60.0
+)
 # The most bytes queued for one socket that does not read; over it the socket is
 # closed with 4408 ("too slow") and the page reconnects from a snapshot.
 CHAT_SOCKET_BUFFER_BYTES = env_int(

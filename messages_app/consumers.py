@@ -110,6 +110,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
             snapshot, has_more = await database_sync_to_async(_snapshot)(room=room)
             await self.send(text_data=protocol.snapshot_frame(snapshot, has_more=has_more))
             self.member.start({m["id"]: m["version"] for m in snapshot})
+            # Listed in the room's presence once it sees the room: every socket of
+            # the room, on every web process, gets the new list (its own too).
+            await hub().enter(self.member, user.get_display_name())
         except BaseException:
             # Any step that fails (Redis unreachable, the snapshot's query, a client
             # gone meanwhile) leaves nothing in the hub: channels does not call
@@ -158,6 +161,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 # the post limits, before anything is stored: a refused post stores
                 # nothing.
                 await database_sync_to_async(_post)(room=self.room, user=user, frame=frame)
+                await hub().typing_ended(self.member)
             elif isinstance(frame, protocol.Cancel):
                 await database_sync_to_async(services.reply_cancel)(
                     room=self.room, message_id=frame.id, actor=user
@@ -183,6 +187,19 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 )
             elif isinstance(frame, protocol.Edit):
                 await database_sync_to_async(_edit)(room=self.room, user=user, frame=frame)
+            elif isinstance(frame, protocol.Typing):
+                # One frame per CHAT_TYPING_INTERVAL_SECONDS per user and room reaches
+                # the others, a faster one is dropped silently; the one that passes
+                # is checked (only who may post may type) before it goes out.
+                await hub().typing(
+                    self.member,
+                    user.get_display_name(),
+                    check=lambda: database_sync_to_async(_may_type)(room=self.room, user=user),
+                )
+            elif isinstance(frame, protocol.Read):
+                await database_sync_to_async(services.membership_mark_read)(
+                    room=self.room, user=user, message_id=frame.id
+                )
         except ClientError as error:
             await self.send(text_data=protocol.error_frame_for(error))
         except Exception:
@@ -205,6 +222,11 @@ def _open_room(user: Any, room: Room) -> bool:
     if role is None and permissions.can_join(user, room, role):
         services.membership_join(room=room, user=user)
     return True
+
+
+def _may_type(*, room: Room, user: Any) -> None:
+    if not permissions.can_type(user, room, permissions.role_of(user, room)):
+        raise ClientError("not_member", "You are not a member of this room (any more).")
 
 
 def _post(*, room: Room, user: Any, frame: protocol.Post) -> None:

@@ -227,6 +227,10 @@ class Membership(models.Model):
     )
     role = models.CharField(max_length=16, choices=MemberRole.choices, default=MemberRole.MEMBER)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The id of the newest message of the room this user has seen (0: none), moved
+    # forward only (services.membership_mark_read). Not a foreign key: the message
+    # may be deleted later, and what counts is only the position in the timeline.
+    last_read_id = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["room", "id"]
@@ -235,6 +239,9 @@ class Membership(models.Model):
             models.CheckConstraint(
                 condition=Q(role__in=["owner", "moderator", "member"]),
                 name="membership_role_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(last_read_id__gte=0), name="membership_last_read_id_not_negative"
             ),
         ]
 

@@ -64,6 +64,16 @@ def can_post(user: Any, room: Room, role: str | None) -> bool:
     return can_read(user, room, role)
 
 
+def can_type(user: Any, room: Room, role: str | None) -> bool:
+    """Saying "is typing" (the typing frame): whoever may post."""
+    return can_post(user, room, role)
+
+
+def can_mark_read(user: Any, room: Room, role: str | None) -> bool:
+    """Keeping a read position (the read frame): members, whose membership holds it."""
+    return _active(user) and role is not None
+
+
 def can_cancel_reply(user: Any, room: Room, role: str | None, reply: Message) -> bool:
     """Stopping a reply: the member who asked for it, the room's owners and moderators, staff."""
     if not _active(user):

@@ -51,9 +51,21 @@ FINAL_CLOSE_CODES = frozenset({CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_ROO
 # --- frame types ----------------------------------------------------------------------
 
 SERVER_FRAME_TYPES = frozenset(
-    {"snapshot", "message", "delta", "error", "heartbeat", "members", "history"}
+    {
+        "snapshot",
+        "message",
+        "delta",
+        "error",
+        "heartbeat",
+        "members",
+        "history",
+        "presence",
+        "typing",
+    }
 )
-CLIENT_FRAME_TYPES = frozenset({"post", "cancel", "delete", "retry", "history", "edit"})
+CLIENT_FRAME_TYPES = frozenset(
+    {"post", "cancel", "delete", "retry", "history", "edit", "typing", "read"}
+)
 
 # --- error codes (the ``code`` of an ``error`` frame) -------------------------------
 
@@ -66,6 +78,7 @@ ERROR_CODES = frozenset(
         "unknown_type",
         "binary_frame",
         "frame_too_large",
+        "unknown_field",
         # post
         "missing_body",
         "invalid_body",
@@ -179,6 +192,17 @@ def heartbeat_frame(open_rows: list[tuple[int, int]]) -> str:
     return dumps({"type": "heartbeat", "open": [[mid, version] for mid, version in open_rows]})
 
 
+def presence_frame(users: list[dict[str, Any]], *, count: int) -> str:
+    """Who is in the room now (each user once, by name, at most CHAT_PRESENCE_MAX_USERS),
+    and how many they are (``count``, which may be more than listed)."""
+    return dumps({"type": "presence", "users": users, "count": count})
+
+
+def typing_frame(*, user_id: int, name: str) -> str:
+    """``user_id`` is typing (to the room's sockets of other users only)."""
+    return dumps({"type": "typing", "user_id": user_id, "name": name})
+
+
 @dataclass(frozen=True)
 class Event:
     """What the fan-out needs of a server frame published on a room's channel."""
@@ -188,6 +212,7 @@ class Event:
     version: int
     offset: int
     text: str  # a delta's appended text ("" for other frames)
+    sender: int | None = None  # a typing frame's user: not sent to that user's sockets
 
 
 def parse_event(data: str) -> Event:
@@ -206,6 +231,8 @@ def parse_event(data: str) -> Event:
         if kind == "message":
             message = payload["message"]
             return Event("message", int(message["id"]), int(message["version"]), 0, "")
+        if kind == "typing":
+            return Event("typing", None, 0, 0, "", int(payload["user_id"]))
         return Event(str(kind), None, 0, 0, "")
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"malformed event: {error!r}") from None
@@ -309,6 +336,18 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Typing:
+    """The user is typing (room.js sends one every CHAT_TYPING_INTERVAL_SECONDS at most)."""
+
+
+@dataclass(frozen=True)
+class Read:
+    """The user has seen the room up to message ``id`` (Membership.last_read_id)."""
+
+    id: int
+
+
+@dataclass(frozen=True)
 class History:
     """A page of the timeline next to message ``id``: older than it (``before``),
     newer (``after``), or a window holding it (``around``). ``limit`` is checked
@@ -325,9 +364,18 @@ class Edit:
     body: Any  # checked and cleaned by services.message_edit, as a post's
 
 
-ClientFrame = Post | Cancel | Delete | Retry | History | Edit
+ClientFrame = Post | Cancel | Delete | Retry | History | Edit | Typing | Read
 
 HISTORY_ANCHORS = ("before", "after", "around")
+
+
+def _only_fields(frame: dict[str, Any], allowed: frozenset[str]) -> None:
+    """Refuse fields a frame type does not have (its newer types are strict)."""
+    extra = sorted(set(frame) - allowed)
+    if extra:
+        raise ClientError(
+            "unknown_field", f"A {frame['type']} frame has no field {str(extra[0])[:40]!r}."
+        )
 
 
 def _message_id(frame: dict[str, Any]) -> int:
@@ -388,6 +436,12 @@ def parse_client_frame(text_data: str | None, *, max_length: int) -> ClientFrame
         if "body" not in frame:
             raise ClientError("missing_body", 'An edit needs a "body".')
         return Edit(id=message_id, body=frame["body"])
+    if kind == "typing":
+        _only_fields(frame, frozenset({"type"}))
+        return Typing()
+    if kind == "read":
+        _only_fields(frame, frozenset({"type", "id"}))
+        return Read(id=_message_id(frame))
     raise ClientError("unknown_type", f"Unknown frame type {str(kind)[:40]!r}.")
 
 

@@ -8,7 +8,19 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.aggregates import StringAgg
-from django.db.models import Count, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    BigIntegerField,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -225,20 +237,51 @@ def rooms_visible_to(user: Any) -> QuerySet[Room]:
     ).distinct()
 
 
-def room_list(user: Any) -> QuerySet[Room]:
-    """The rooms ``user`` may find (``rooms_visible_to``), most recently active first.
+# The home page counts a room's unread messages up to this many ("99+" beyond):
+# a count that stops there reads at most this many index entries per room.
+UNREAD_CAP = 100
 
-    Annotated with ``last_message_at`` (their newest message, or None) and
-    ``last_activity`` (that, or the room's creation).
+
+class CappedCount(Subquery):
+    """``COUNT(*)`` of a subquery that is itself cut (``[:n]``): counting stops at n."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) AS capped)"
+    output_field = IntegerField()
+
+
+def room_list(user: Any) -> QuerySet[Room]:
+    """The rooms ``user`` may find (``rooms_visible_to``): rooms with unread messages
+    first, then most recently active first. One query, whatever the number of rooms.
+
+    Annotated with ``last_message_at`` (their newest message, or None),
+    ``last_activity`` (that, or the room's creation) and ``unread``: the messages
+    of others (the assistant's too) after the user's read position, not deleted,
+    counted up to ``UNREAD_CAP``; 0 in a room the user is not a member of.
     """
     visible = rooms_visible_to(user).values("pk")
+    # NULL for a room the user is not a member of: no message is after NULL.
+    last_read = (
+        Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk)
+        .order_by()
+        .values("last_read_id")[:1]
+    )
+    news = (
+        Message.objects.filter(
+            room=OuterRef("pk"), pk__gt=OuterRef("last_read"), deleted_at__isnull=True
+        )
+        .exclude(author_id=user.pk)
+        .order_by()
+        .values("pk")
+    )
     return (
         Room.objects.filter(pk__in=visible)
         .annotate(
+            last_read=Subquery(last_read, output_field=BigIntegerField()),
             last_message_at=Max("messages__created_at"),
             last_activity=Coalesce(Max("messages__created_at"), "created_at"),
         )
-        .order_by("-last_activity", "-id")
+        .annotate(unread=CappedCount(news[:UNREAD_CAP]), has_unread=Exists(news))
+        .order_by("-has_unread", "-last_activity", "-id")
     )
 
 

@@ -417,6 +417,33 @@ def membership_leave(*, room: Room, user: User) -> None:
     _close_member_sockets(room.pk, user.pk)
 
 
+def membership_mark_read(*, room: Room, user: User, message_id: int) -> int:
+    """``user`` has seen ``room`` up to message ``message_id``; their read position now.
+
+    Monotonic: an id at or below the position changes nothing (one guarded UPDATE,
+    so two tabs racing cannot move it back). The id must be a message of this room
+    (``not_found`` otherwise; a tombstone counts). Staff reading a room they are not
+    a member of have no position to move. Nothing is broadcast: the position is
+    this user's alone, and only the home page shows it (``selectors.room_list``).
+    """
+    role = permissions.role_of(user, room)
+    if not permissions.can_mark_read(user, room, role):
+        if permissions.can_read(user, room, role):
+            return 0
+        raise ClientError("not_member", "You are not a member of this room (any more).")
+    if not Message.objects.filter(room=room, pk=message_id).exists():
+        raise ClientError("not_found", "No message of this room has that id.")
+    Membership.objects.filter(room=room, user=user, last_read_id__lt=message_id).update(
+        last_read_id=message_id
+    )
+    return (
+        Membership.objects.filter(room=room, user=user)
+        .values_list("last_read_id", flat=True)
+        .first()
+        or 0
+    )
+
+
 # --- invites --------------------------------------------------------------------
 
 

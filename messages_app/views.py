@@ -268,6 +268,7 @@ def _room_context(request: HttpRequest, room: Room, role: str | None) -> dict[st
         "can_leave": permissions.can_leave(user, room, role),
         "can_configure_assistants": permissions.can_configure_assistants(user, room, role),
         "roles": MemberRole.choices,
+        "typing_interval": settings.CHAT_TYPING_INTERVAL_SECONDS,
     }
 
 

@@ -109,13 +109,20 @@ def running_stack(env: dict[str, str], log_dir: Path, name: str = "") -> Iterato
 
 
 def clear_throttles() -> None:
-    """Forget every throttle count of this test run (signups, posts, rooms, sockets).
+    """Forget every throttle count of this test run (signups, posts, rooms, sockets),
+    and the presence and typing entries.
 
     Only this run's keys (its prefix): never FLUSHDB, other runs share the Redis.
     """
     client = redis.Redis.from_url(settings.REDIS_URL)
     prefix = settings.CHAT_REDIS_PREFIX
-    for pattern in (f"{prefix}:cache*", f"{prefix}:limits*"):
+    # presence and typing (issue 14) too: a test's sockets must not linger in the next's
+    for pattern in (
+        f"{prefix}:cache*",
+        f"{prefix}:limits*",
+        f"{prefix}:presence*",
+        f"{prefix}:typing*",
+    ):
         keys = list(client.scan_iter(match=pattern, count=1000))
         if keys:
             client.delete(*keys)

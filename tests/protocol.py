@@ -70,10 +70,21 @@ MIRROR: dict[str, Any] = {
         "server_error",
         "slug_taken",
         "too_many_revisions",
+        "unknown_field",
         "unknown_type",
     ],
-    "serverFrames": ["delta", "error", "heartbeat", "history", "members", "message", "snapshot"],
-    "clientFrames": ["cancel", "delete", "edit", "history", "post", "retry"],
+    "serverFrames": [
+        "delta",
+        "error",
+        "heartbeat",
+        "history",
+        "members",
+        "message",
+        "presence",
+        "snapshot",
+        "typing",
+    ],
+    "clientFrames": ["cancel", "delete", "edit", "history", "post", "read", "retry", "typing"],
 }
 
 
@@ -92,6 +103,9 @@ class RoomView:
     snapshot_rows: dict[int, dict[str, Any]] = field(default_factory=dict)
     # the latest member list (``members`` frames: someone joined, left, changed role)
     members: list[dict[str, Any]] | None = None
+    # the latest ``presence`` frame (who is in the room now), and every ``typing`` frame
+    presence: dict[str, Any] | None = None
+    typing: list[dict[str, Any]] = field(default_factory=list)
 
     def apply(self, raw: str) -> dict[str, Any]:
         frame = json.loads(raw)
@@ -134,6 +148,10 @@ class RoomView:
             self.members = frame["members"]
         elif kind == "heartbeat":
             self.heartbeats.append(frame)
+        elif kind == "presence":
+            self.presence = frame
+        elif kind == "typing":
+            self.typing.append(frame)
         else:
             raise AssertionError(f"unknown frame type {kind!r}")
         return frame

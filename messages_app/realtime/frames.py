@@ -34,6 +34,8 @@ class Frame:
     parts: list[tuple[int, int, str]] = field(default_factory=list)
     _payload: bytes | None = None
     cache: dict[str, Any] = field(default_factory=dict)
+    # a frame about this user (typing) that their own sockets do not get
+    sender: int | None = None
 
     @property
     def payload(self) -> bytes:
@@ -77,7 +79,16 @@ def parse_event(data: bytes) -> Frame:
     if event.kind == "delta" and event.message_id is not None:
         parts = [(event.version, event.offset, event.text)]
         return Frame("delta", event.message_id, event.version, event.version, text, parts, data)
-    return Frame(event.kind, event.message_id, event.version, event.version, text, [], data)
+    return Frame(
+        event.kind,
+        event.message_id,
+        event.version,
+        event.version,
+        text,
+        [],
+        data,
+        sender=event.sender,
+    )
 
 
 def coalesce(frames: list[Frame]) -> list[Frame]:

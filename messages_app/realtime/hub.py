@@ -14,6 +14,9 @@ while the room has sockets here, and to the process-wide command channel
   subscription cannot see: an event lost between a worker and Redis while this
   process stayed subscribed (the page compares and resyncs, room.js).
 - Commands: close a user's sockets (all, or of one room) with a close code.
+- Presence (presence.py): a socket is listed once its snapshot is sent and
+  unlisted when it leaves; the heartbeat's tick also renews the entries of this
+  process's sockets, so those of a process that died expire.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 
 import redis
 from channels.db import database_sync_to_async
@@ -31,6 +35,7 @@ from messages_app import protocol
 from messages_app.realtime import reconcile
 from messages_app.realtime.frames import Frame, coalesce, message_frame, parse_event, plain_frame
 from messages_app.realtime.members import Member
+from messages_app.realtime.presence import PresenceStore, entry_for
 from messages_app.realtime.subscriber import Message, Subscriber
 
 logger = logging.getLogger(__name__)
@@ -52,11 +57,17 @@ class RoomHub:
         cluster: bool = False,
         health: float = 2.0,
         reconcile_every: float = 2.0,
+        presence: PresenceStore | None = None,
     ) -> None:
         self.url = url
         self.cluster = cluster
         self.health = health
         self.reconcile_every = reconcile_every
+        self.presence = presence
+        # per room: the last presence frame fanned out here (what its sockets hold)
+        self.presence_seen: dict[int, str] = {}
+        if presence is not None:
+            presence.seen = self.presence_seen.get
         self.room_prefix = f"{prefix}:room:".encode()
         self.commands = protocol.command_channel(prefix).encode()
         self.rooms: dict[int, set[Member]] = {}
@@ -101,9 +112,49 @@ class RoomHub:
         """Remove ``member`` (idempotent); unsubscribe its room if it was the last."""
         self.discard(member)
 
+    async def enter(self, member: Member, name: str) -> None:
+        """List ``member`` (its snapshot sent) in its room's presence, for every process."""
+        if self.presence is None or member.user_id is None or member.closed:
+            return
+        member.presence = entry_for(member.user_id, name)
+        unchanged = await self.presence.enter(member.room_id, member.presence)
+        if unchanged is not None:
+            # the room's list is as its other sockets hold it: only this one needs it
+            member.deliver([plain_frame(unchanged)])
+
+    async def typing(
+        self, member: Member, name: str, *, check: Callable[[], Awaitable[None]] | None = None
+    ) -> bool:
+        """Tell the room's other users' sockets that ``member``'s user types (throttled;
+        ``check``, run once the throttle let it through, may refuse it)."""
+        if self.presence is None or member.user_id is None:
+            return False
+        return await self.presence.typing(member.room_id, member.user_id, name, check=check)
+
+    async def typing_ended(self, member: Member) -> None:
+        """``member``'s user posted: the typing throttle starts again (their next
+        "typing" passes at once; the others' pages cleared the line on the post)."""
+        if self.presence is not None and member.user_id is not None:
+            await self.presence.typing_ended(member.room_id, member.user_id)
+
+    async def refresh_presence(self) -> None:
+        """Renew the presence entries of this process's live sockets (one round trip)."""
+        if self.presence is None:
+            return
+        rooms = {
+            room_id: [m.presence for m in members if m.presence is not None and not m.closed]
+            for room_id, members in self.rooms.items()
+        }
+        await self.presence.refresh({room_id: e for room_id, e in rooms.items() if e})
+
     def discard(self, member: Member) -> None:
         """``leave`` from sync code (the fan-out drops a member it closed)."""
         member.close()
+        entry, member.presence = member.presence, None
+        if entry is not None and self.presence is not None:
+            # unlisted at once, also when the hub closes the socket itself (too
+            # slow, session ended) before its consumer hears of the close
+            self._spawn(self.presence.leave(member.room_id, entry))
         users = self.users.get(member.user_id) if member.user_id is not None else None
         if users is not None:
             users.discard(member)
@@ -116,6 +167,7 @@ class RoomHub:
         if members:
             return
         del self.rooms[member.room_id]
+        self.presence_seen.pop(member.room_id, None)
         channel = self.channel(member.room_id)
         confirmed = self._confirmed.pop(channel, None)
         if confirmed is not None and not confirmed.done():
@@ -260,6 +312,9 @@ class RoomHub:
             confirmed.set_result(None)
 
     def fan_out(self, room_id: int, frames: list[Frame]) -> None:
+        for frame in frames:
+            if frame.kind == "presence" and room_id in self.rooms:
+                self.presence_seen[room_id] = frame.text
         for member in list(self.rooms.get(room_id, ())):
             try:
                 member.deliver(frames)
@@ -298,6 +353,10 @@ class RoomHub:
                 logger.exception(
                     "room events: the heartbeat failed; next one in %.1fs", self.reconcile_every
                 )
+            try:
+                await self.refresh_presence()
+            except Exception:
+                logger.exception("room events: the presence refresh failed")
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomHub] = weakref.WeakKeyDictionary()
@@ -314,6 +373,14 @@ def hub() -> RoomHub:
             cluster=settings.CHAT_EVENTS_REDIS_CLUSTER,
             health=settings.CHAT_REDIS_HEALTH_CHECK_SECONDS,
             reconcile_every=settings.CHAT_RECONCILE_SECONDS,
+            presence=PresenceStore(
+                settings.CHAT_EVENTS_REDIS_URL,
+                settings.CHAT_REDIS_PREFIX,
+                cluster=settings.CHAT_EVENTS_REDIS_CLUSTER,
+                ttl=settings.CHAT_PRESENCE_TTL_SECONDS,
+                max_users=settings.CHAT_PRESENCE_MAX_USERS,
+                typing_interval=settings.CHAT_TYPING_INTERVAL_SECONDS,
+            ),
         )
         _hubs[loop] = found
     return found

@@ -122,6 +122,8 @@ class Member:
         self.pending: list[Frame] | None = []
         self.pending_bytes = 0
         self.closed = False
+        # this socket's entry in its room's presence (realtime/presence.py), once listed
+        self.presence: str | None = None
 
     def start(self, versions: dict[int, int]) -> None:
         """Called once the snapshot is sent: write what arrived meanwhile, then live."""
@@ -161,6 +163,8 @@ class Member:
         versions = self.versions
         out = []
         for frame in frames:
+            if frame.sender is not None and frame.sender == self.user_id:
+                continue  # "you are typing" is not news to you
             message_id = frame.message_id
             if message_id is not None:
                 held = versions.get(message_id, 0)

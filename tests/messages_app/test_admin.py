@@ -431,6 +431,8 @@ async def watch(room: Room, user: User) -> WebsocketCommunicator:
     assert connected
     snapshot = await communicator.receive_json_from(timeout=5)
     assert snapshot["type"] == "snapshot"
+    # then the room's presence list, with this socket in it (it comes on its own)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "presence"
     return communicator
 
 

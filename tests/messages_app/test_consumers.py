@@ -44,16 +44,37 @@ async def socket(room: Room, alice: User) -> AsyncIterator[WebsocketCommunicator
     assert connected
     snapshot = await communicator.receive_json_from(timeout=5)
     assert snapshot == {"type": "snapshot", "messages": [], "has_more": False}
+    await settled(communicator)
     yield communicator
     await communicator.disconnect()
 
 
+# Frames that come on their own, whatever a test does: heartbeats (every
+# CHAT_RECONCILE_SECONDS) and presence (each socket that opens or closes).
+UNASKED = frozenset({"heartbeat", "presence"})
+
+
 async def receive(communicator: WebsocketCommunicator) -> dict[str, Any]:
-    """The next frame other than a heartbeat (those come every CHAT_RECONCILE_SECONDS)."""
+    """The next frame other than a heartbeat or a presence list."""
     while True:
         frame = await communicator.receive_json_from(timeout=5)
-        if frame["type"] != "heartbeat":
+        if frame["type"] not in UNASKED:
             return frame
+
+
+async def close_of(communicator: WebsocketCommunicator, timeout: float = 10) -> dict[str, Any]:
+    """The socket's close, past the frames (presence, say) sent before it."""
+    while True:
+        output = await communicator.receive_output(timeout=timeout)
+        if output["type"] == "websocket.close":
+            return output
+
+
+async def settled(communicator: WebsocketCommunicator) -> None:
+    """Wait until this socket has heard of itself in the room's presence (it is listed
+    right after its snapshot), so that no presence frame of its own comes later."""
+    while (await communicator.receive_json_from(timeout=5))["type"] != "presence":
+        pass
 
 
 async def test_consumer_sends_a_snapshot_of_the_newest_messages_in_order(
@@ -344,7 +365,7 @@ async def test_consumer_closed_by_user_sockets_close_gets_its_code_and_leaves_th
         assert (await communicator.connect())[0]
         assert (await receive(communicator))["type"] == "snapshot"
     await sync_to_async(events.user_sockets_close)(user_id=alice.pk, code=4401)
-    closed = await mine.receive_output(timeout=10)
+    closed = await close_of(mine)
     assert closed == {"type": "websocket.close", "code": 4401}
     await mine.wait(timeout=5)
     # the other user's socket is untouched

@@ -113,6 +113,7 @@
       "server_error",
       "slug_taken",
       "too_many_revisions",
+      "unknown_field",
       "unknown_type"
     ],
     "serverFrames": [
@@ -122,7 +123,9 @@
       "history",
       "members",
       "message",
-      "snapshot"
+      "presence",
+      "snapshot",
+      "typing"
     ],
     "clientFrames": [
       "cancel",
@@ -130,7 +133,9 @@
       "edit",
       "history",
       "post",
-      "retry"
+      "read",
+      "retry",
+      "typing"
     ]
   } /* protocol-mirror-end */);
   const CLOSE = PROTOCOL.close;
@@ -156,6 +161,12 @@
     },
     edit(id, body) {
       return JSON.stringify({ type: "edit", id, body });
+    },
+    typing() {
+      return JSON.stringify({ type: "typing" });
+    },
+    read(id) {
+      return JSON.stringify({ type: "read", id });
     },
     /** A server frame, or null when it is not JSON or not an object with a known type. */
     parse(data) {
@@ -642,6 +653,7 @@
       if (historyRequest) historyRequest.held.push({ type: "message", message });
       return false;
     }
+    if (!entry) arrived(message);
     const updated = upsert(message, { soon: true, stick });
     updateEmpty();
     if (outbox && message.client_id && message.client_id === outbox.clientId) postSucceeded();
@@ -819,11 +831,18 @@
       case "heartbeat":
         onHeartbeat(frame);
         break;
+      case "presence":
+        onPresence(frame);
+        break;
+      case "typing":
+        onTyping(frame);
+        break;
       default:
         break; // a frame type this page does not know: ignore it
     }
     if (grew) afterGrowth(stick);
     if (frame.type === "snapshot") afterSnapshot();
+    if (frame.type === "snapshot" || frame.type === "message") markRead();
   }
 
   // --- scrolling ---------------------------------------------------------------
@@ -843,7 +862,10 @@
   }
 
   scroller.addEventListener("scroll", () => {
-    if (nearBottom() && !detached) jump.hidden = true;
+    if (nearBottom()) {
+      if (!detached) jump.hidden = true;
+      markRead();
+    }
     maybeLoad();
   });
   jump.addEventListener("click", () => {
@@ -897,6 +919,7 @@
     socket = null;
     synced = false;
     clearTimeout(healthyTimer);
+    offline();
     if (leaving) return;
     if (FINAL_CLOSE_CODES.has(event.code)) {
       ended(event.code);
@@ -1009,6 +1032,7 @@
       }
     }
     for (const entry of rows.values()) paint(entry);
+    markOnline();
   }
 
   function scheduleReconnect() {
@@ -1050,7 +1074,11 @@
 
   window.addEventListener("online", reconnectNow);
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") reconnectNow();
+    if (document.visibilityState === "visible") {
+      reconnectNow();
+      clearUnseen();
+      markRead();
+    }
   });
   window.addEventListener("pagehide", () => {
     leaving = true;
@@ -1132,6 +1160,7 @@
   }
 
   function postSucceeded() {
+    lastTypingAt = -Infinity; // the server starts the typing throttle again too
     if (input.value === outbox.body) input.value = "";
     outbox = null;
     setSending(false);
@@ -1176,6 +1205,7 @@
   input.addEventListener("input", () => {
     resizeInput();
     if (!composerError.hidden) showComposerError("");
+    typed();
   });
 
   // --- @ suggestions -----------------------------------------------------------
@@ -1805,6 +1835,136 @@
       showNotice(`Link to this message: ${url}`);
     }
   });
+
+  // --- presence, typing, unread (issue 14) ----------------------------------------
+
+  const presenceBox = document.getElementById("presence");
+  const presenceList = document.getElementById("presence-list");
+  const presenceCount = document.getElementById("presence-count");
+  const typingLine = document.getElementById("typing");
+  const roomName = root.dataset.roomName || "";
+  const baseTitle = document.title;
+  // The server passes one typing frame per person per interval; this page sends
+  // no faster, and forgets a name that many seconds (and a margin) after its last.
+  const TYPING_INTERVAL_MS = (Number(root.dataset.typingInterval) || 3) * 1000;
+  const TYPING_SHOWN_MS = TYPING_INTERVAL_MS + 3000;
+  // The header shows this many avatars; "N here" and the tooltip say the rest.
+  const PRESENCE_AVATARS = 5;
+  let present = new Set();
+
+  function onPresence(frame) {
+    // The whole list, each user once (names sorted); "count" may be above what is listed.
+    const users = Array.isArray(frame.users) ? frame.users : [];
+    const count = Number.isInteger(frame.count) ? frame.count : users.length;
+    present = new Set(users.map((user) => user.user_id));
+    markOnline();
+    const items = users.slice(0, PRESENCE_AVATARS).map((user) => {
+      const li = document.createElement("li");
+      li.className = `presence__user hue-${avatarHue(user.name)}`;
+      li.dataset.userId = user.user_id;
+      li.title = user.user_id === myId ? `${user.name} (you)` : user.name;
+      li.textContent = initial(user.name);
+      const name = document.createElement("span");
+      name.className = "visually-hidden";
+      name.textContent = ` ${user.name}`;
+      li.append(name);
+      return li;
+    });
+    presenceList.replaceChildren(...items);
+    presenceCount.textContent = `${count} here`;
+    const more = count - users.length;
+    const names = users.map((user) => user.name).join(", ");
+    presenceBox.title = `In the room now: ${names}${more > 0 ? ` and ${more} more` : ""}`;
+    presenceBox.dataset.count = String(count);
+    presenceBox.hidden = count === 0;
+  }
+
+  function markOnline() {
+    // The members panel (server-rendered) marks who has the room open now.
+    for (const item of document.querySelectorAll("#members-panel .member[data-user-id]")) {
+      item.dataset.online = String(present.has(Number(item.dataset.userId)));
+    }
+  }
+
+  /** user id -> {name, timer}: who is typing now, as the last typing frames said. */
+  const typists = new Map();
+
+  function onTyping(frame) {
+    if (!Number.isInteger(frame.user_id) || frame.user_id === myId) return;
+    const known = typists.get(frame.user_id);
+    if (known) clearTimeout(known.timer);
+    const timer = setTimeout(() => stoppedTyping(frame.user_id), TYPING_SHOWN_MS);
+    typists.set(frame.user_id, { name: String(frame.name || "Someone"), timer });
+    paintTyping();
+  }
+
+  function stoppedTyping(userId) {
+    const known = typists.get(userId);
+    if (!known) return;
+    clearTimeout(known.timer);
+    typists.delete(userId);
+    paintTyping();
+  }
+
+  function paintTyping() {
+    const names = Array.from(typists.values(), (typist) => typist.name);
+    let text = "";
+    if (names.length === 1) text = `${names[0]} is typing…`;
+    else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+    else if (names.length > 2) text = "Several people are typing…";
+    typingLine.textContent = text;
+    typingLine.dataset.typing = String(names.length);
+  }
+
+  let lastTypingAt = -Infinity;
+
+  function typed() {
+    // At most one frame per interval while the user types (the server drops faster ones).
+    if (!socket || !synced || !input.value.trim()) return;
+    const now = performance.now();
+    if (now - lastTypingAt < TYPING_INTERVAL_MS) return;
+    lastTypingAt = now;
+    socket.send(Frames.typing());
+  }
+
+  // Unread: the read position moves (a "read" frame) when the newest row is on
+  // screen in a visible tab; the title counts others' new rows while the tab is hidden.
+  let lastReadSent = 0;
+  let unseen = 0;
+
+  function markRead() {
+    if (!socket || !synced || document.visibilityState !== "visible" || !nearBottom()) return;
+    const newest = newestId();
+    if (newest <= lastReadSent) return;
+    lastReadSent = newest;
+    socket.send(Frames.read(newest));
+  }
+
+  function arrived(message) {
+    // A row the page did not hold: its author has stopped typing (it was sent).
+    if (message.author_id !== null && message.author_id !== undefined) {
+      stoppedTyping(message.author_id);
+    }
+    if (document.visibilityState !== "hidden" || message.author_id === myId || message.deleted) {
+      return;
+    }
+    unseen += 1;
+    document.title = `(${unseen}) ${roomName || baseTitle}`;
+  }
+
+  function offline() {
+    // Who is here and who types is known only while connected: the next socket's
+    // presence frame (right after its snapshot) brings it back.
+    presenceBox.hidden = true;
+    present = new Set();
+    markOnline();
+    for (const userId of Array.from(typists.keys())) stoppedTyping(userId);
+  }
+
+  function clearUnseen() {
+    unseen = 0;
+    document.title = baseTitle;
+  }
 
   // --- start -------------------------------------------------------------------
 
