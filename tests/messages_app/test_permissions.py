@@ -54,27 +54,16 @@ ACTIONS: dict[str, Call] = {
 Y, N = True, False
 # In a private room. Columns in ACTIONS order.
 PRIVATE: dict[str, tuple[bool, ...]] = {
-<<<<<<< HEAD
     # see read post cancel delete regen invite roles rm_mem rm_mod rm_own leave join room admin
-    "owner": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, Y, N),
-    "moderator": (Y, Y, Y, Y, Y, Y, Y, N, Y, N, N, Y, N, N, N),
-    "member": (Y, Y, Y, N, N, N, N, N, N, N, N, Y, N, N, N),
-    "asker": (Y, Y, Y, Y, N, Y, N, N, N, N, N, Y, N, N, N),
-    "author": (Y, Y, Y, N, Y, N, N, N, N, N, N, Y, N, N, N),
-    "non-member": (N, N, N, N, N, N, N, N, N, N, N, N, N, N, N),
-    "staff": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, N, Y, Y),
-=======
-    # see read post cancel delete invite roles rm_mem rm_mod rm_own leave join room admin
     # type mark_read
-    "owner": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, Y, N, Y, Y),
-    "moderator": (Y, Y, Y, Y, Y, Y, N, Y, N, N, Y, N, N, N, Y, Y),
-    "member": (Y, Y, Y, N, N, N, N, N, N, N, Y, N, N, N, Y, Y),
-    "asker": (Y, Y, Y, Y, N, N, N, N, N, N, Y, N, N, N, Y, Y),
-    "author": (Y, Y, Y, N, Y, N, N, N, N, N, Y, N, N, N, Y, Y),
-    "non-member": (N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N),
+    "owner": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, Y, N, Y, Y),
+    "moderator": (Y, Y, Y, Y, Y, Y, Y, N, Y, N, N, Y, N, N, N, Y, Y),
+    "member": (Y, Y, Y, N, N, N, N, N, N, N, N, Y, N, N, N, Y, Y),
+    "asker": (Y, Y, Y, Y, N, Y, N, N, N, N, N, Y, N, N, N, Y, Y),
+    "author": (Y, Y, Y, N, Y, N, N, N, N, N, N, Y, N, N, N, Y, Y),
+    "non-member": (N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N),
     # staff who are not members have no read position to keep
-    "staff": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, N, Y, Y, Y, N),
->>>>>>> presence
+    "staff": (Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, Y, N, N, Y, Y, Y, N),
 }
 # A public room differs only in who can find and join it.
 PUBLIC = {name: list(row) for name, row in PRIVATE.items()}
