@@ -10,7 +10,7 @@ from channels.testing import WebsocketCommunicator
 
 from messages_app import services
 from messages_app.models import MemberRole, Membership, Message, Role, Room, Status, User
-from tests.messages_app.test_consumers import connect, receive
+from tests.messages_app.test_consumers import connect, receive, settled
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,6 +26,7 @@ async def opened(room: Room, user: User) -> tuple[WebsocketCommunicator, dict[st
     assert connected
     snapshot = await receive(communicator)
     assert snapshot["type"] == "snapshot"
+    await settled(communicator)  # its own presence list: nothing else comes unasked
     return communicator, snapshot
 
 
