@@ -19,3 +19,16 @@ def queued_tasks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
         celery_app, "send_task", lambda name, args=None, **kw: queued.append((name, args))
     )
     return queued
+
+
+@pytest.fixture
+def default_gpt(db: None) -> Any:
+    """The default ``@gpt`` row, as migration ``assistants`` makes it.
+
+    A transactional test's flush empties every table, data migrations' rows
+    included, so a test that needs the row (rather than the post that makes it
+    again) asks for it here.
+    """
+    from messages_app import services
+
+    return services.assistant_default()

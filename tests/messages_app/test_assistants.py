@@ -12,7 +12,7 @@ from messages_app import selectors, services
 from messages_app.models import Assistant, MemberRole, Membership, Message, Role, Room, User
 from messages_app.protocol import ClientError
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_gpt")]
 
 
 def make_assistant(handle: str, **fields: Any) -> Assistant:
@@ -64,7 +64,7 @@ def test_assistant_key_variable_is_a_name_not_a_key() -> None:
     Assistant(handle="x", name="X", api_key_env="ANTHROPIC_KEY").full_clean()
 
 
-def test_assistant_migration_made_the_default_gpt_that_follows_the_settings() -> None:
+def test_default_gpt_has_every_field_blank_so_it_follows_the_settings() -> None:
     gpt = Assistant.objects.get(handle="gpt")
     assert (gpt.name, gpt.model, gpt.base_url, gpt.api_key_env, gpt.active) == (
         "GPT",

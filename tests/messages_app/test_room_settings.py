@@ -14,7 +14,7 @@ from messages_app.models import Assistant, MemberRole, Membership, Message, Role
 from messages_app.protocol import ClientError
 from tests.messages_app.test_permissions import ACTORS, _setup
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_gpt")]
 
 # can_configure_assistants, by actor: the same in a public and a private room.
 CONFIGURE = {
