@@ -128,7 +128,7 @@ def test_heartbeat_survives_a_database_error_and_beats_again(
 
     reply, attempt = claimed(room, alice, "@gpt a")
     beats = Heartbeat()
-    beats.register(reply.pk, attempt)
+    unregister = beats.register(reply.pk, attempt)
     real = services.replies_heartbeat
 
     def down(*, runs: Any) -> int:
@@ -138,3 +138,4 @@ def test_heartbeat_survives_a_database_error_and_beats_again(
     assert beats.beat() == 0
     monkeypatch.setattr(services, "replies_heartbeat", real)
     assert beats.beat() == 1
+    unregister()  # or its thread beats on, past the end of the test database
