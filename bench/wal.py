@@ -89,19 +89,19 @@ def after(cursor: Any, room_id: int, tokens: list[str]) -> dict[str, Any]:
     table = Message._meta.db_table
     message_id, attempt = new_reply(room_id)
     values = "(%s::bigint, %s::uuid, %s::integer, %s::text)"
-    append = services._APPEND_MANY_SQL.format(values=values)  # noqa: SLF001 - our own SQL
+    append = services.appends._APPEND_MANY_SQL.format(values=values)  # noqa: SLF001 - our own SQL
     wal, times, folds, unfolded = 0, [], 0, 0
     for version, token in enumerate(tokens, start=1):
         written, ms = explain(cursor, append, [message_id, attempt, version, token])
         unfolded += len(token)
-        if unfolded >= settings.GPT_FOLD_CHARS:  # as services._append_many decides
-            folded, fold_ms = explain(cursor, services._FOLD_SQL, [[message_id]])  # noqa: SLF001
+        if unfolded >= settings.GPT_FOLD_CHARS:  # as services.appends._append_many decides
+            folded, fold_ms = explain(cursor, services.appends._FOLD_SQL, [[message_id]])  # noqa: SLF001
             written, ms, unfolded, folds = written + folded, ms + fold_ms, 0, folds + 1
         wal += written
         times.append(ms)
     finish = f"UPDATE {table} SET status = 'done', version = version + 1 WHERE id = %s"  # noqa: S608
     closed, _ = explain(cursor, finish, [message_id])
-    folded, _ = explain(cursor, services._FOLD_SQL, [[message_id]])  # noqa: SLF001
+    folded, _ = explain(cursor, services.appends._FOLD_SQL, [[message_id]])  # noqa: SLF001
     return {
         "wal": wal + closed + folded,
         "times": times,

@@ -33,7 +33,7 @@ def _no_broadcast(monkeypatch: pytest.MonkeyPatch) -> None:
     # Frames are the realtime layer's business; here only rows are read.
     monkeypatch.setattr(events, "send_to_room", lambda room_id, event: None)
     monkeypatch.setattr(events, "send_to_rooms", lambda published: None)
-    monkeypatch.setattr(services, "_enqueue_reply", lambda message_id: None)
+    monkeypatch.setattr(services.replies, "_enqueue_reply", lambda message_id: None)
 
 
 def streaming_reply(room: Room, author: User) -> tuple[Message, uuid.UUID]:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(events, "send_to_room", lambda room_id, event: None)
     monkeypatch.setattr(events, "send_to_rooms", lambda published: None)
-    monkeypatch.setattr(services, "_enqueue_reply", lambda message_id: None)
+    monkeypatch.setattr(services.replies, "_enqueue_reply", lambda message_id: None)
 
 
 def talk(room: Room, alice: User, bob: User) -> dict[str, Message]:

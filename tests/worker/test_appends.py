@@ -27,7 +27,7 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, dict[str, Any]
     monkeypatch.setattr(
         events, "send_to_room", lambda room_id, event: sent.append((room_id, event))
     )
-    monkeypatch.setattr(services, "_enqueue_reply", lambda message_id: None)
+    monkeypatch.setattr(services.replies, "_enqueue_reply", lambda message_id: None)
     return sent
 
 
@@ -219,7 +219,7 @@ def test_append_queue_gives_up_after_gpt_db_retry_for_and_writes_nothing(
 def test_reply_appends_write_publishing_failure_keeps_the_text_and_reports_it_written(
     room: Room, alice: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services, "_enqueue_reply", lambda message_id: None)
+    monkeypatch.setattr(services.replies, "_enqueue_reply", lambda message_id: None)
     message_id, attempt = streaming_reply(room, alice)
 
     def broken(pairs: Any) -> None:

@@ -17,7 +17,7 @@ from worker import llm, streaming
 
 @pytest.fixture(autouse=True)
 def _no_task_queue(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(services, "_enqueue_reply", lambda message_id: None)
+    monkeypatch.setattr(services.replies, "_enqueue_reply", lambda message_id: None)
 
 
 def assistant(handle: str = "claude", **fields: Any) -> Assistant:

@@ -31,7 +31,7 @@ def model(model_server: ModelServer, settings: Any) -> Iterator[ModelServer]:
 
 @pytest.fixture(autouse=True)
 def _no_task_queue(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(services, "_enqueue_reply", lambda message_id: None)
+    monkeypatch.setattr(services.replies, "_enqueue_reply", lambda message_id: None)
 
 
 @pytest.fixture

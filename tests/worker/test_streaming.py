@@ -35,7 +35,7 @@ def model(model_server: ModelServer, settings: Any) -> Iterator[ModelServer]:
 @pytest.fixture(autouse=True)
 def _no_task_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     # The reply is streamed here, by the test; no worker gets the task.
-    monkeypatch.setattr(services, "_enqueue_reply", lambda message_id: None)
+    monkeypatch.setattr(services.replies, "_enqueue_reply", lambda message_id: None)
 
 
 def ask(room: Room, user: User, body: str = "@gpt count") -> Message:

@@ -22,7 +22,7 @@ QUEUE = timedelta(minutes=15)
 
 @pytest.fixture(autouse=True)
 def _no_task_queue(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(services, "_enqueue_reply", lambda message_id: None)
+    monkeypatch.setattr(services.replies, "_enqueue_reply", lambda message_id: None)
 
 
 def ask(room: Room, user: User, body: str) -> Message:
