@@ -230,6 +230,13 @@ check_at_most(
 )
 # A presence frame lists at most this many users (its count says how many are in).
 CHAT_PRESENCE_MAX_USERS = env_int("CHAT_PRESENCE_MAX_USERS", 50, minimum=1, maximum=1000)
+# Each web process publishes a room's presence list at most once per this many
+# seconds (joins and leaves within it go out together at its end), so many sockets
+# joining at once cost one frame per socket per window, not the square of their
+# number. 0 publishes every change at once.
+CHAT_PRESENCE_COALESCE_SECONDS = env_float(
+    "CHAT_PRESENCE_COALESCE_SECONDS", 1.0, minimum=0.0, maximum=60.0
+)
 # "Alice is typing": one typing frame per user and room per this many seconds
 # (room.js sends no faster; the server drops a faster one silently).
 CHAT_TYPING_INTERVAL_SECONDS = env_float(

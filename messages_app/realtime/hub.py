@@ -380,6 +380,7 @@ def hub() -> RoomHub:
                 ttl=settings.CHAT_PRESENCE_TTL_SECONDS,
                 max_users=settings.CHAT_PRESENCE_MAX_USERS,
                 typing_interval=settings.CHAT_TYPING_INTERVAL_SECONDS,
+                coalesce=settings.CHAT_PRESENCE_COALESCE_SECONDS,
             ),
         )
         _hubs[loop] = found

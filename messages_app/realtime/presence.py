@@ -25,8 +25,10 @@ so a failure is logged and the socket carries on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -100,8 +102,10 @@ class PresenceStore:
         ttl: float = 30.0,
         max_users: int = 50,
         typing_interval: float = 3.0,
+        coalesce: float = 1.0,
     ) -> None:
         self.prefix = prefix
+        self.coalesce = coalesce
         self.cluster = cluster
         self.ttl = ttl
         self.max_users = max_users
@@ -116,8 +120,15 @@ class PresenceStore:
         # channel): a change that leaves the list as it was (a second tab) is not
         # published again to every socket of the room.
         self.seen: Callable[[int], str | None] | None = None
+        # Per room: when this process last published its list, and the publish
+        # waiting for the end of that window (CHAT_PRESENCE_COALESCE_SECONDS).
+        self._published_at: dict[int, float] = {}
+        self._deferred: dict[int, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
+        for task in list(self._deferred.values()):
+            task.cancel()
+        self._deferred.clear()
         await self.client.aclose()
 
     async def _publish(self, room_id: int, frame: str) -> None:
@@ -140,8 +151,44 @@ class PresenceStore:
         frame = protocol.presence_frame(users, count=count)
         if self.seen is not None and self.seen(room_id) == frame:
             return frame
+        # Each change publishes the whole list to every socket of the room, so
+        # sockets joining at once (a web process restarted, its sockets back)
+        # would cost the square of their number: within a window this process
+        # publishes once, then once more at its end with the list as it is then.
+        wait = self._published_at.get(room_id, -self.coalesce) + self.coalesce - time.monotonic()
+        if wait > 0:
+            if room_id not in self._deferred:
+                self._deferred[room_id] = asyncio.create_task(self._publish_later(room_id, wait))
+            return frame  # the entering socket gets it at once; the room at the window's end
+        self._mark_published(room_id)
         await self._publish(room_id, frame)
         return None
+
+    def _mark_published(self, room_id: int) -> None:
+        now = time.monotonic()
+        self._published_at[room_id] = now
+        if len(self._published_at) > 10_000:  # rooms whose window ended long ago
+            for key, at in list(self._published_at.items()):
+                if now - at > self.coalesce:
+                    del self._published_at[key]
+
+    async def _publish_later(self, room_id: int, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+            # Gone from the waiting list before the list is read: a change from now
+            # on waits for a window of its own, so none is missed.
+            self._deferred.pop(room_id, None)
+            self._mark_published(room_id)
+            _, live = await self._change(room_id, "add", [])
+            users, count = users_of(live, self.max_users)
+            frame = protocol.presence_frame(users, count=count)
+            if self.seen is None or self.seen(room_id) != frame:
+                await self._publish(room_id, frame)
+        except (redis.RedisError, OSError):
+            logger.warning("presence: could not announce room %s", room_id, exc_info=True)
+        finally:
+            if self._deferred.get(room_id) is asyncio.current_task():
+                del self._deferred[room_id]
 
     async def enter(self, room_id: int, entry: str) -> str | None:
         """A socket's snapshot was sent: list it, and tell the room if that changed its

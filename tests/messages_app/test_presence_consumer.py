@@ -248,6 +248,7 @@ async def test_presence_leaves_when_the_hub_closes_a_socket(
 
     watcher = await opened(room, alice)
     closed = await opened(room, bob, names=["Alice", "Bob"])
+    await presence_until(watcher, ["Alice", "Bob"])
     await sync_to_async(events.user_sockets_close)(user_id=bob.pk, code=4401)
     assert (await close_of(closed))["code"] == 4401
     await closed.wait(timeout=5)

@@ -82,7 +82,8 @@ async def test_presence_lists_a_user_once_however_many_sockets(store: PresenceSt
     assert await store.users(room_id) == ([{"user_id": 8, "name": "bob"}], 1)
 
 
-async def test_presence_announces_each_change_as_a_presence_frame(store: PresenceStore) -> None:
+async def test_presence_announces_each_change_as_a_presence_frame() -> None:
+    store = make_store(coalesce=0.0)  # every change at once
     room_id = a_room_id()
     listener = Listener(room_id)
     try:
@@ -94,12 +95,33 @@ async def test_presence_announces_each_change_as_a_presence_frame(store: Presenc
         frames = await asyncio.to_thread(listener.frames)
     finally:
         listener.close()
+        await store.close()
     assert [[u["name"] for u in f["users"]] for f in frames] == [
         ["Alice"],
         ["Alice", "Bob"],
         ["Bob"],
     ]
     assert {f["type"] for f in frames} == {"presence"}
+
+
+async def test_presence_of_many_sockets_joining_at_once_goes_out_once_per_window() -> None:
+    # given a store that publishes a room's list at most once a window
+    store = make_store(coalesce=0.5)
+    room_id = a_room_id()
+    listener = Listener(room_id)
+    try:
+        # when 30 users join within the window
+        own_lists = [await store.enter(room_id, entry_for(n, f"user{n:02}")) for n in range(30)]
+        frames = await asyncio.to_thread(listener.frames)
+    finally:
+        listener.close()
+        await store.close()
+    # then the room heard two lists, not thirty: the first join at once, the rest
+    # together at the window's end
+    assert [f["count"] for f in frames] == [1, 30]
+    # and each socket that joined meanwhile got the list of its moment at once
+    assert own_lists[0] is None  # published to the room (its own socket hears it there)
+    assert [json.loads(f)["count"] for f in own_lists[1:]] == list(range(2, 31))
 
 
 async def test_presence_entries_of_a_process_that_stops_renewing_expire() -> None:

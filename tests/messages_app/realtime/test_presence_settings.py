@@ -31,6 +31,16 @@ from tests.live import python_with_env
             "CHAT_TYPING_INTERVAL_SECONDS",
             "not a finite number",
         ),
+        (
+            {"CHAT_PRESENCE_COALESCE_SECONDS": "-1"},
+            "CHAT_PRESENCE_COALESCE_SECONDS",
+            "below the minimum",
+        ),
+        (
+            {"CHAT_PRESENCE_COALESCE_SECONDS": "61"},
+            "CHAT_PRESENCE_COALESCE_SECONDS",
+            "above the maximum",
+        ),
     ],
 )
 def test_presence_setting_with_a_bad_value_stops_start_up_naming_it(
@@ -44,6 +54,7 @@ def test_presence_setting_with_a_bad_value_stops_start_up_naming_it(
 def test_presence_settings_defaults() -> None:
     result = python_with_env(
         "from chatsite import settings as s; print(s.CHAT_PRESENCE_TTL_SECONDS, "
-        "s.CHAT_PRESENCE_MAX_USERS, s.CHAT_TYPING_INTERVAL_SECONDS)"
+        "s.CHAT_PRESENCE_MAX_USERS, s.CHAT_TYPING_INTERVAL_SECONDS, "
+        "s.CHAT_PRESENCE_COALESCE_SECONDS)"
     )
-    assert result.stdout.split() == ["30.0", "50", "3.0"]
+    assert result.stdout.split() == ["30.0", "50", "3.0", "1.0"]
