@@ -58,6 +58,13 @@ def _message_label(message: Message) -> str:
     return f"#{message.pk} {message.role} ({message.status}): {excerpt or '(empty)'}"
 
 
+def _tokens_text(row: Message | ReplyRevision) -> str:
+    """A reply's (or an earlier attempt's) tokens: "total (prompt+completion)"."""
+    if row.total_tokens is None:
+        return "-"
+    return f"{row.total_tokens} ({row.prompt_tokens}+{row.completion_tokens})"
+
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     fieldsets = (
@@ -405,9 +412,7 @@ class ReplyRevisionInline(admin.TabularInline):
 
     @admin.display(description="tokens")
     def tokens(self, revision: ReplyRevision) -> str:
-        if revision.total_tokens is None:
-            return "-"
-        return f"{revision.total_tokens} ({revision.prompt_tokens}+{revision.completion_tokens})"
+        return _tokens_text(revision)
 
     @admin.display(description="text")
     def full_text(self, revision: ReplyRevision) -> SafeString:
@@ -566,9 +571,7 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="tokens", ordering="total_tokens")
     def tokens(self, message: Message) -> str:
-        if message.total_tokens is None:
-            return "-"
-        return f"{message.total_tokens} ({message.prompt_tokens}+{message.completion_tokens})"
+        return _tokens_text(message)
 
     # --- the change page ----------------------------------------------------------
 

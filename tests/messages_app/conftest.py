@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,3 +33,16 @@ def default_gpt(db: None) -> Any:
     from messages_app import services
 
     return services.assistant_default()
+
+
+@pytest.fixture
+def executor(transactional_db: None) -> Iterator[Any]:
+    """A migration executor for the migration tests; after the test, the database is
+    migrated back to the newest state, as every other test expects it."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    yield MigrationExecutor(connection)
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())

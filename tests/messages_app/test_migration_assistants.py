@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from tests.messages_app.test_migrations import migrate
@@ -13,15 +10,6 @@ from tests.messages_app.test_migrations import migrate
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE = [("messages_app", "0005_edits")]
-
-
-@pytest.fixture
-def executor() -> Iterator[MigrationExecutor]:
-    executor = MigrationExecutor(connection)
-    yield executor
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 def after_assistants(executor: MigrationExecutor) -> list[tuple[str, str]]:

@@ -3,10 +3,7 @@ and messages: existing members start with their rooms read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from tests.messages_app.test_migrations import migrate
@@ -16,15 +13,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # The lead renumbers migrations at merge time: these name this branch's.
 BEFORE = [("messages_app", "0006_assistants")]
 AFTER = [("messages_app", "0007_unread")]
-
-
-@pytest.fixture
-def executor() -> Iterator[MigrationExecutor]:
-    executor = MigrationExecutor(connection)
-    yield executor
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 def test_migration_unread_starts_existing_members_at_their_rooms_newest_message(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,16 +12,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE = [("messages_app", "0002_message_heartbeat")]
 AFTER = [("messages_app", "0002_rooms_membership")]
-
-
-@pytest.fixture
-def executor() -> Iterator[MigrationExecutor]:
-    executor = MigrationExecutor(connection)
-    yield executor
-    # Leave the database as the other tests expect it: fully migrated.
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 def migrate(executor: MigrationExecutor, target: list[tuple[str, str]]) -> Any:
