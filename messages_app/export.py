@@ -16,18 +16,25 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db.models import Prefetch
 from django.utils import timezone
 
-from messages_app.models import Message, Role, Room, Status
-from messages_app.selectors import message_text, with_text
+from messages_app.models import Message, ReplyRevision, Role, Room, Status
+from messages_app.selectors import message_text, revision_payload, with_text
 
 ASSISTANT_NAME = "GPT"  # a reply with no assistant row (none since migration assistants)
 
 
 def _page(room: Room, after: int, size: int) -> list[dict[str, Any]]:
-    rows = with_text(
-        Message.objects.filter(room=room, id__gt=after).select_related("author", "assistant")
-    ).order_by("id")[:size]
+    # Two queries a page however many rows: the messages, then their earlier
+    # attempts (at most GPT_MAX_REVISIONS a reply).
+    rows = (
+        with_text(
+            Message.objects.filter(room=room, id__gt=after).select_related("author", "assistant")
+        )
+        .prefetch_related(Prefetch("revisions", queryset=ReplyRevision.objects.order_by("number")))
+        .order_by("id")[:size]
+    )
     return [export_row(message) for message in rows]
 
 
@@ -56,6 +63,14 @@ def export_row(message: Message) -> dict[str, Any]:
             "completion_tokens": message.completion_tokens,
             "total_tokens": message.total_tokens,
         },
+        # A regenerated reply's earlier attempts, oldest first (their text is gone
+        # once the reply is deleted, as on the page).
+        "revisions": [
+            revision_payload(revision, deleted=message.deleted_at is not None)
+            for revision in message.revisions.all()
+        ]
+        if assistant
+        else [],
     }
 
 
@@ -97,6 +112,18 @@ def markdown_lines(row: dict[str, Any]) -> Iterator[str]:
         yield row["body"].rstrip("\n") + "\n\n"
     if row["error"]:
         yield f"> Failed: {row['error']}\n\n"
+    revisions = row.get("revisions") or []
+    for revision in revisions:
+        head = [f"Earlier attempt {revision['number']} of {len(revisions) + 1}"]
+        if revision["model"]:
+            head.append(f"`{revision['model']}`")
+        if revision["status"] != Status.DONE:
+            head.append(revision["status"])
+        yield "> *" + " · ".join(head) + "*\n>\n"
+        text = revision["body"] or (f"Failed: {revision['error']}" if revision["error"] else "")
+        for line in text.rstrip("\n").split("\n") if text else []:
+            yield f"> {line}".rstrip() + "\n"
+        yield "\n"
     yield "---\n\n"
 
 

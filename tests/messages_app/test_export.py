@@ -122,7 +122,7 @@ async def test_export_reads_a_large_room_a_page_at_a_time(room: Room, alice: Use
     def count_pages() -> list[dict[str, Any]]:
         with CaptureQueriesContext(connection) as queries:
             rows = [r for r in export._page(room, 0, 10_000)]  # noqa: SLF001
-        assert len(queries) == 1
+        assert len(queries) == 2  # the messages, their earlier attempts: not one a row
         return rows
 
     assert len(await sync_to_async(count_pages)()) == 50
@@ -232,3 +232,33 @@ async def test_export_says_when_a_message_was_edited(room: Room, alice: User) ->
     _, markdown = await download(client, room.slug, "md")
     heads = [line for line in markdown.splitlines() if line.startswith("**Alice**")]
     assert [head.endswith("· edited") for head in heads] == [True, False]
+
+
+async def test_export_keeps_a_regenerated_replys_earlier_attempts(room: Room, alice: User) -> None:
+    def regenerated() -> Message:
+        reply = services.message_post(room=room, author=alice, body="@gpt a poem").reply
+        assert reply is not None
+        attempt = services.reply_claim(message_id=reply.pk, model="first-model")
+        assert attempt is not None
+        services.reply_append(message_id=reply.pk, attempt=attempt, text="Roses\nare red")
+        services.reply_finish(message_id=reply.pk, attempt=attempt, model="first-model")
+        services.reply_regenerate(message_id=reply.pk, actor=alice)
+        attempt = services.reply_claim(message_id=reply.pk, model="second-model")
+        assert attempt is not None
+        services.reply_append(message_id=reply.pk, attempt=attempt, text="Violets")
+        services.reply_finish(message_id=reply.pk, attempt=attempt, model="second-model")
+        return reply
+
+    reply = await sync_to_async(regenerated)()
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    _, body = await download(client, room.slug, "json")
+    row = {m["id"]: m for m in json.loads(body)["messages"]}[reply.pk]
+    assert (row["body"], row["model"]) == ("Violets", "second-model")
+    assert [(r["number"], r["body"], r["model"], r["status"]) for r in row["revisions"]] == [
+        (1, "Roses\nare red", "first-model", "done")
+    ]
+    _, markdown = await download(client, room.slug, "md")
+    assert "Violets\n\n> *Earlier attempt 1 of 2 · `first-model`*\n>\n> Roses\n> are red\n" in (
+        markdown
+    )
