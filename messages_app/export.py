@@ -20,7 +20,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from messages_app.models import Message, ReplyRevision, Role, Room, Status
-from messages_app.selectors import message_text, revision_payload, with_text
+from messages_app.selectors import message_text, revision_payload, usage_of, with_text
 
 ASSISTANT_NAME = "GPT"  # a reply with no assistant row (none since migration assistants)
 
@@ -58,11 +58,7 @@ def export_row(message: Message) -> dict[str, Any]:
         "created_at": message.created_at.isoformat(),
         "finished_at": message.finished_at.isoformat() if message.finished_at else None,
         "edited_at": message.edited_at.isoformat() if message.edited_at else None,
-        "usage": {
-            "prompt_tokens": message.prompt_tokens,
-            "completion_tokens": message.completion_tokens,
-            "total_tokens": message.total_tokens,
-        },
+        "usage": usage_of(message),
         # A regenerated reply's earlier attempts, oldest first (their text is gone
         # once the reply is deleted, as on the page).
         "revisions": [

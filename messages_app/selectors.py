@@ -77,6 +77,15 @@ def message_text(message: Message) -> str:
     return message.body + unfolded
 
 
+def usage_of(row: Message | ReplyRevision) -> dict[str, int | None]:
+    """The tokens the model reported for a reply (or an earlier attempt of one)."""
+    return {
+        "prompt_tokens": row.prompt_tokens,
+        "completion_tokens": row.completion_tokens,
+        "total_tokens": row.total_tokens,
+    }
+
+
 def message_payload(message: Message) -> dict[str, Any]:
     """The JSON form of a message: snapshot, broadcast, HTML page and tests alike.
 
@@ -102,11 +111,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         "client_id": str(message.client_id) if message.client_id else None,
         "model": message.model,
         "error": message.error if message.status == Status.FAILED else "",
-        "usage": {
-            "prompt_tokens": message.prompt_tokens,
-            "completion_tokens": message.completion_tokens,
-            "total_tokens": message.total_tokens,
-        },
+        "usage": usage_of(message),
         "created_at": _iso(message.created_at),
         "updated_at": _iso(message.updated_at),
         "finished_at": _iso(message.finished_at),
@@ -339,11 +344,7 @@ def revision_payload(revision: ReplyRevision, *, deleted: bool = False) -> dict[
         "status": revision.status,
         "model": revision.model,
         "error": "" if deleted or revision.status != Status.FAILED else revision.error,
-        "usage": {
-            "prompt_tokens": revision.prompt_tokens,
-            "completion_tokens": revision.completion_tokens,
-            "total_tokens": revision.total_tokens,
-        },
+        "usage": usage_of(revision),
         "requested_at": _iso(revision.requested_at),
         "finished_at": _iso(revision.finished_at),
         "replaced_at": _iso(revision.replaced_at),
