@@ -144,12 +144,19 @@ class PresenceStore:
         )
         return int(changed), live
 
+    def _frame(self, live: list[Any]) -> str:
+        users, count = users_of(live, self.max_users)
+        return protocol.presence_frame(users, count=count)
+
+    def _heard(self, room_id: int, frame: str) -> bool:
+        """Whether ``frame`` is the list the room's sockets last got (``seen``)."""
+        return self.seen is not None and self.seen(room_id) == frame
+
     async def _announce(self, room_id: int, live: list[Any]) -> str | None:
         """Publish the room's list, unless it is the one the room's sockets hold already
         (the last seen on the channel, ``seen``); the frame when it was not published."""
-        users, count = users_of(live, self.max_users)
-        frame = protocol.presence_frame(users, count=count)
-        if self.seen is not None and self.seen(room_id) == frame:
+        frame = self._frame(live)
+        if self._heard(room_id, frame):
             return frame
         # Each change publishes the whole list to every socket of the room, so
         # sockets joining at once (a web process restarted, its sockets back)
@@ -180,9 +187,8 @@ class PresenceStore:
             self._deferred.pop(room_id, None)
             self._mark_published(room_id)
             _, live = await self._change(room_id, "add", [])
-            users, count = users_of(live, self.max_users)
-            frame = protocol.presence_frame(users, count=count)
-            if self.seen is None or self.seen(room_id) != frame:
+            frame = self._frame(live)
+            if not self._heard(room_id, frame):
                 await self._publish(room_id, frame)
         except (redis.RedisError, OSError):
             logger.warning("presence: could not announce room %s", room_id, exc_info=True)
