@@ -35,7 +35,7 @@ from messages_app.services.appends import (
     reply_appends_write,
 )
 from messages_app.services.assistants import assistant_default
-from messages_app.services.common import clean_text, has_lone_surrogate, mentions_gpt
+from messages_app.services.common import clean_text, has_lone_surrogate
 from messages_app.services.messages import PostResult, message_delete, message_edit, message_post
 from messages_app.services.replies import (
     clean_usage,
@@ -82,7 +82,6 @@ __all__ = [
     "membership_mark_read",
     "membership_remove",
     "membership_set_role",
-    "mentions_gpt",
     "message_delete",
     "message_edit",
     "message_post",

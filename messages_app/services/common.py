@@ -9,17 +9,11 @@ from django.conf import settings
 from django.db import transaction
 
 from messages_app import events
-from messages_app.mentions import mentioned_handles
 from messages_app.models import Message
 from messages_app.protocol import ClientError
 from messages_app.selectors import message_payload
 
 _CONTROL_CHARS = {chr(c) for c in range(32) if chr(c) not in "\n\t"} | {"\x7f"}
-
-
-def mentions_gpt(body: str) -> bool:
-    """Whether ``body`` mentions ``@gpt`` (outside code; messages_app/mentions.py)."""
-    return "gpt" in mentioned_handles(body)
 
 
 def clean_text(text: str) -> str:
