@@ -30,6 +30,7 @@ import json
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -122,7 +123,8 @@ class PresenceStore:
         self.seen: Callable[[int], str | None] | None = None
         # Per room: when this process last published its list, and the publish
         # waiting for the end of that window (CHAT_PRESENCE_COALESCE_SECONDS).
-        self._published_at: dict[int, float] = {}
+        # Oldest first: only rooms whose window is still open are kept.
+        self._published_at: OrderedDict[int, float] = OrderedDict()
         self._deferred: dict[int, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
@@ -173,11 +175,11 @@ class PresenceStore:
 
     def _mark_published(self, room_id: int) -> None:
         now = time.monotonic()
+        self._published_at.pop(room_id, None)
         self._published_at[room_id] = now
-        if len(self._published_at) > 10_000:  # rooms whose window ended long ago
-            for key, at in list(self._published_at.items()):
-                if now - at > self.coalesce:
-                    del self._published_at[key]
+        # A room whose window has ended needs no entry (no entry: no wait).
+        while next(iter(self._published_at.values())) < now - self.coalesce:
+            self._published_at.popitem(last=False)
 
     async def _publish_later(self, room_id: int, wait: float) -> None:
         try:
